@@ -1,0 +1,39 @@
+//! The admin HTTP server every service runs on its own port, apart from the
+//! public API: `/healthz` and `/readyz` here, and in later chapters
+//! `/metrics` and `/debug/pprof/*`, which must never be public.
+
+use std::future::Future;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use serde_json::json;
+
+/// `/healthz` answers while the process runs; `/readyz` answers 200 only
+/// when `ready` says the service can do its job, and 503 with the reason
+/// otherwise. The launcher and the tests wait on `/readyz`.
+pub fn router<F, Fut>(ready: F) -> Router
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route(
+            "/readyz",
+            get(move || async move {
+                match ready().await {
+                    Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response(),
+                    Err(reason) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Json(json!({ "status": "not ready", "reason": reason })),
+                    )
+                        .into_response(),
+                }
+            }),
+        )
+}
