@@ -95,9 +95,9 @@ struct OrderApi {
     jetstream: jetstream::Context,
 }
 
-// ANCHOR: create_order
 #[tonic::async_trait]
 impl OrderService for OrderApi {
+    // ANCHOR: create_order
     async fn create_order(
         &self,
         request: Request<pb::CreateOrderRequest>,

@@ -5,10 +5,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+// ANCHOR: limits
 /// Longest `user_id`, `product_id` or `order_id` accepted, in characters.
 pub const MAX_ID_CHARS: usize = 64;
 /// How many items one order may ask for.
 pub const QUANTITY_RANGE: RangeInclusive<i64> = 1..=1000;
+// ANCHOR_END: limits
 
 /// A rejected field, with a reason a client can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +53,7 @@ impl NewOrder {
     }
 }
 
+// ANCHOR: validate_id
 /// An identifier is non-empty, at most [`MAX_ID_CHARS`] characters, and has
 /// no control characters (so it can never forge a line in a log or a header).
 pub fn validate_id(field: &'static str, value: &str) -> Result<(), InvalidOrder> {
@@ -65,6 +68,7 @@ pub fn validate_id(field: &'static str, value: &str) -> Result<(), InvalidOrder>
     };
     Err(InvalidOrder { field, reason })
 }
+// ANCHOR_END: validate_id
 
 /// A stored order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]

@@ -44,6 +44,7 @@ pub async fn run(mut launch: Launch) -> anyhow::Result<()> {
         launch.topology.database = Some(run_dir.path().join("orders.db"));
     }
 
+    // ANCHOR: spawn_children
     let mut children = Vec::new();
     for service in Service::ALL {
         let mut command = Command::new(&exe);
@@ -58,6 +59,7 @@ pub async fn run(mut launch: Launch) -> anyhow::Result<()> {
             .with_context(|| format!("starting {service}"))?;
         children.push((service, child));
     }
+    // ANCHOR_END: spawn_children
 
     let outcome = tokio::select! {
         ready = wait_until_ready(&launch.topology, &mut children) => match ready {

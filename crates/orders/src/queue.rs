@@ -12,6 +12,7 @@ pub const ORDERS_CREATED: &str = "orders.created";
 pub const STREAM: &str = "ORDERS";
 /// The durable consumer (and consumer group) of `task`.
 pub const CONSUMER: &str = "task";
+// ANCHOR: delivery_limits
 /// JetStream drops a second message with the same id within this window,
 /// so the outbox may republish an order without it being handled twice.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(120);
@@ -19,6 +20,7 @@ pub const DEDUP_WINDOW: Duration = Duration::from_secs(120);
 pub const ACK_WAIT: Duration = Duration::from_secs(5);
 /// After this many deliveries JetStream gives up on a message.
 pub const MAX_DELIVER: i64 = 10;
+// ANCHOR_END: delivery_limits
 
 /// Creates the stream, or returns it if it exists. File storage, so the
 /// messages survive a restart of `nats-server`.
@@ -33,6 +35,7 @@ pub async fn ensure_stream(js: &jetstream::Context) -> anyhow::Result<stream::St
     Ok(js.get_or_create_stream(config).await?)
 }
 
+// ANCHOR: consumer
 /// Creates the durable pull consumer of `task`, or returns it if it exists.
 pub async fn ensure_consumer(stream: &stream::Stream) -> anyhow::Result<consumer::PullConsumer> {
     let config = consumer::pull::Config {
@@ -52,6 +55,7 @@ pub fn redelivery_backoff(delivery: i64) -> Duration {
     let exponent = delivery.clamp(1, 7) - 1;
     Duration::from_millis(100 << exponent).min(Duration::from_secs(5))
 }
+// ANCHOR_END: consumer
 
 #[cfg(test)]
 mod tests {

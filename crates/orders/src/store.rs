@@ -13,6 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::domain::Order;
 
+// ANCHOR: schema
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS orders (
     order_id           TEXT PRIMARY KEY NOT NULL,
@@ -24,6 +25,7 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 CREATE INDEX IF NOT EXISTS orders_unpublished ON orders (created_at_unix_ms) WHERE published = 0;
 ";
+// ANCHOR_END: schema
 
 /// A pool of connections to the orders database.
 #[derive(Clone, Debug)]
