@@ -1,1 +1,127 @@
-fn main() {}
+//! `cargo xtask`: the project's chores, written in Rust so that they run
+//! wherever cargo does, with nothing else to install first.
+//!
+//! - `cargo xtask demo` builds the most complete chapter, starts the whole
+//!   system, places a few orders and shows what happened to each.
+//! - `cargo xtask test` is the project's one test command: formatting,
+//!   lints, every test and the book, with a summary at the end.
+//!
+//! Both install what they need (`nats-server`, `mdbook`) into the
+//! git-ignored `.tools/` directory when it is not already on the machine,
+//! so a fresh clone needs only a Rust toolchain and `python3 -m pip`.
+
+mod demo;
+mod provision;
+mod test;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Project tasks for the observability book")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the whole system, place a few orders, show how each ended.
+    Demo,
+    /// Run every check: fmt, clippy, the tests and the book.
+    Test(test::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.command {
+        Command::Demo => {
+            let outcome = tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(demo::run(&root)));
+            match outcome {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("[demo] error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Test(args) => test::run(&root, &args),
+    }
+}
+
+/// The workspace root: the directory above this crate. Every command runs
+/// there, so `cargo xtask` behaves the same from any subdirectory.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_owned()
+}
+
+/// `cargo` at the workspace root, run by the cargo that runs us (`cargo
+/// run` sets `CARGO`), so nested builds use the same toolchain.
+///
+/// `cargo run` also hands us the variables it sets for the xtask package
+/// (`CARGO_MANIFEST_DIR=.../xtask`, `CARGO_PKG_NAME=xtask`, ...). Build
+/// scripts such as ring's watch some of them, so passing them on would
+/// make every nested build recompile those crates, and the next plain
+/// `cargo build` recompile them again.
+fn cargo(root: &Path) -> std::process::Command {
+    let mut command =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_run) {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// The variables `cargo run` sets for the package it runs.
+fn set_by_cargo_run(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_MANIFEST_")
+        || matches!(
+            name,
+            "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+        )
+}
+
+/// Where cargo puts build output: `$CARGO_TARGET_DIR` (relative to the
+/// workspace root, where we run cargo) or `<root>/target`.
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_run_package_variables_are_dropped() {
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+        ] {
+            assert!(set_by_cargo_run(name), "{name}");
+        }
+        for name in [
+            "CARGO_TARGET_DIR",
+            "CARGO_HOME",
+            "CARGO_TERM_COLOR",
+            "CARGO",
+        ] {
+            assert!(!set_by_cargo_run(name), "{name}");
+        }
+    }
+}

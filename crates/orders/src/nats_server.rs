@@ -11,7 +11,11 @@ use tokio::process::{Child, Command};
 
 /// The project's git-ignored directory for tools it installs itself.
 pub fn tool_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools")
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/orders sits two levels below the workspace root");
+    workspace.join(".tools")
 }
 
 /// Where `cargo xtask` installs `nats-server` when none is found.
@@ -25,12 +29,15 @@ pub fn find_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
         return Some(PathBuf::from(path));
     }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("nats-server"))
-            .find(|candidate| candidate.is_file())
-    });
-    on_path.or_else(|| Some(tool_dir_binary()).filter(|p| p.is_file()))
+    find_on_path("nats-server").or_else(|| Some(tool_dir_binary()).filter(|p| p.is_file()))
+}
+
+/// The first file called `name` in a `PATH` directory.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }
 
 /// The error when no `nats-server` exists, naming every way to get one.

@@ -1,0 +1,358 @@
+//! `cargo xtask demo`: the whole system, a few orders, and what became of
+//! each, in one command and a few seconds.
+//!
+//! It drives the system from outside, exactly as a client would: it starts
+//! the chapter's `all` launcher as a child process, talks to it over HTTP
+//! only, and stops it with SIGTERM as an operator would.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use orders::fulfilment::SOLD_OUT_PREFIX;
+use orders::topology::{Service, Topology};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::provision;
+
+/// The package the demo runs: the most complete chapter written so far.
+pub const CHAPTER: &str = "ch00-baseline";
+
+/// The orders placed: (product, quantity). One product is sold out, so the
+/// demo shows the failure path next to the happy one.
+const ORDERS: [(&str, u32); 5] = [
+    ("A001", 2),
+    ("B042", 1),
+    ("sold-out-lamp", 1),
+    ("C777", 5),
+    ("D310", 3),
+];
+
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+const HANDLED_DEADLINE: Duration = Duration::from_secs(30);
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// Runs the demo; an error means some order was not handled as expected or
+/// the system misbehaved.
+pub async fn run(root: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let nats_server = provision::nats_server()?;
+    let binary = build(root)?;
+
+    let topology = Topology::on_free_ports()?;
+    let mut system = start(&binary, &nats_server, &topology)?;
+    // Whatever happens while the system runs, it is stopped afterwards.
+    let outcome = exercise(&topology, &mut system).await;
+    let stopped = stop(&mut system).await;
+    println!(
+        "[demo] wall time {:.1} s, build included",
+        started.elapsed().as_secs_f64()
+    );
+    outcome.and(stopped)
+}
+
+/// Builds the chapter with the same cargo that runs us and returns its binary.
+fn build(root: &Path) -> anyhow::Result<PathBuf> {
+    println!("[demo] building {CHAPTER}");
+    let status = crate::cargo(root)
+        .args(["build", "--package", CHAPTER])
+        .status()
+        .context("running cargo build")?;
+    ensure!(
+        status.success(),
+        "cargo build -p {CHAPTER} failed ({status})"
+    );
+    let binary = crate::target_dir(root).join("debug").join(CHAPTER);
+    ensure!(
+        binary.is_file(),
+        "built {CHAPTER}, but found no binary at {}",
+        binary.display()
+    );
+    Ok(binary)
+}
+
+/// Starts `<chapter> all` on free ports with its own nats-server.
+fn start(binary: &Path, nats_server: &Path, topology: &Topology) -> anyhow::Result<Child> {
+    println!("[demo] starting {CHAPTER} all");
+    let mut command = Command::new(binary);
+    command
+        .arg("all")
+        .args(topology.to_args())
+        .env("NATS_SERVER_BIN", nats_server)
+        // A NATS server or database from the caller's shell would make the
+        // demo depend on, and write into, state it does not own.
+        .env_remove("NATS_URL")
+        .env_remove("ORDERS_DB")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    orders::launcher::die_with_parent(&mut command);
+    command
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))
+}
+
+/// Waits for readiness, places the orders and waits for their outcome.
+/// Fails unless every order ended as its product says it should.
+async fn exercise(topology: &Topology, system: &mut Child) -> anyhow::Result<()> {
+    let client = Client::new(topology)?;
+    wait_until_ready(&client, topology, system).await?;
+
+    let mut placed = Vec::new();
+    for (i, (product, quantity)) in ORDERS.into_iter().enumerate() {
+        let order = client.place(product, quantity).await?;
+        println!(
+            "[demo] order {}/{} accepted: {} ({product} x{quantity})",
+            i + 1,
+            ORDERS.len(),
+            order.id
+        );
+        placed.push(order);
+    }
+
+    wait_until_handled(&client, system, &mut placed).await?;
+    print_table(&placed);
+    check(&placed)
+}
+
+/// Stops the system as an operator would, with SIGTERM, and waits for it;
+/// kills it if it does not stop within the grace period. A system that has
+/// already exited needs no stopping: that was reported where it was seen.
+async fn stop(system: &mut Child) -> anyhow::Result<()> {
+    let Some(pid) = system.id() else {
+        return Ok(());
+    };
+    println!("[demo] stopping the system (SIGTERM)");
+    let pid = Pid::from_raw(i32::try_from(pid)?);
+    let _ = kill(pid, Signal::SIGTERM);
+    match tokio::time::timeout(STOP_GRACE, system.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => bail!("the system exited with {status} on SIGTERM"),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => {
+            orders::launcher::terminate(system, Duration::from_secs(1)).await;
+            bail!(
+                "the system did not stop within {} s of SIGTERM; killed it",
+                STOP_GRACE.as_secs()
+            )
+        }
+    }
+}
+
+/// The public API as a client sees it.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+/// One order the demo placed and, once known, how it ended.
+struct Placed {
+    id: String,
+    product: &'static str,
+    sent_at: Instant,
+    outcome: Option<Outcome>,
+}
+
+struct Outcome {
+    status: String,
+    detail: String,
+    /// From sending `POST /orders` to the first `GET` that saw the result.
+    millis: u128,
+}
+
+impl Client {
+    fn new(topology: &Topology) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()?,
+            base: format!("http://{}", topology.gateway_http),
+            token: std::env::var("API_TOKEN")
+                .unwrap_or_else(|_| orders::DEFAULT_API_TOKEN.to_owned()),
+        })
+    }
+
+    async fn place(&self, product: &'static str, quantity: u32) -> anyhow::Result<Placed> {
+        let sent_at = Instant::now();
+        let response = self
+            .http
+            .post(format!("{}/orders", self.base))
+            .bearer_auth(&self.token)
+            .json(&json!({"user_id": "1001", "product_id": product, "quantity": quantity}))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        ensure!(
+            status == reqwest::StatusCode::CREATED,
+            "POST /orders for {product} answered {status}: {body}"
+        );
+        let id = body["order_id"]
+            .as_str()
+            .with_context(|| format!("no order_id in {body}"))?;
+        Ok(Placed {
+            id: id.to_owned(),
+            product,
+            sent_at,
+            outcome: None,
+        })
+    }
+
+    /// `GET /orders/{id}`: its status and detail.
+    async fn status(&self, id: &str) -> anyhow::Result<(String, String)> {
+        let response = self
+            .http
+            .get(format!("{}/orders/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        ensure!(
+            status.is_success(),
+            "GET /orders/{id} answered {status}: {body}"
+        );
+        let text = |field: &str| body[field].as_str().unwrap_or_default().to_owned();
+        Ok((text("status"), text("detail")))
+    }
+}
+
+/// Polls every admin `/readyz` until all answer 200.
+async fn wait_until_ready(
+    client: &Client,
+    topology: &Topology,
+    system: &mut Child,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_DEADLINE;
+    for service in Service::ALL {
+        let url = format!("http://{}/readyz", topology.admin(service));
+        loop {
+            let ready = client
+                .http
+                .get(&url)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == reqwest::StatusCode::OK);
+            if ready {
+                break;
+            }
+            still_running(system)?;
+            ensure!(
+                Instant::now() < deadline,
+                "{service} was not ready at {url} within {} s",
+                READY_DEADLINE.as_secs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    println!("[demo] all three services are ready");
+    Ok(())
+}
+
+/// Polls each order until its status is no longer `created`.
+async fn wait_until_handled(
+    client: &Client,
+    system: &mut Child,
+    placed: &mut [Placed],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + HANDLED_DEADLINE;
+    while placed.iter().any(|order| order.outcome.is_none()) {
+        for order in placed.iter_mut().filter(|order| order.outcome.is_none()) {
+            let (status, detail) = client.status(&order.id).await?;
+            if status != "created" {
+                order.outcome = Some(Outcome {
+                    status,
+                    detail,
+                    millis: order.sent_at.elapsed().as_millis(),
+                });
+            }
+        }
+        still_running(system)?;
+        if Instant::now() > deadline {
+            let pending = placed.iter().filter(|order| order.outcome.is_none());
+            let ids: Vec<&str> = pending.map(|order| order.id.as_str()).collect();
+            bail!(
+                "not handled within {} s: {}",
+                HANDLED_DEADLINE.as_secs(),
+                ids.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn still_running(system: &mut Child) -> anyhow::Result<()> {
+    match system.try_wait()? {
+        Some(status) => bail!("the system exited with {status}; its output is above"),
+        None => Ok(()),
+    }
+}
+
+/// Sold-out products fail, everything else completes.
+fn expected_status(product: &str) -> &'static str {
+    if product.starts_with(SOLD_OUT_PREFIX) {
+        "failed"
+    } else {
+        "completed"
+    }
+}
+
+fn print_table(placed: &[Placed]) {
+    println!();
+    println!(
+        "{:<36}  {:<13}  {:<9}  {:>5}  detail",
+        "order id", "product", "status", "ms"
+    );
+    for order in placed {
+        if let Some(outcome) = &order.outcome {
+            println!(
+                "{:<36}  {:<13}  {:<9}  {:>5}  {}",
+                order.id, order.product, outcome.status, outcome.millis, outcome.detail
+            );
+        }
+    }
+    println!();
+}
+
+/// Every order ended as its product says it should.
+fn check(placed: &[Placed]) -> anyhow::Result<()> {
+    let wrong: Vec<String> = placed
+        .iter()
+        .filter_map(|order| {
+            let status = order.outcome.as_ref().map_or("", |o| o.status.as_str());
+            let expected = expected_status(order.product);
+            (status != expected).then(|| {
+                format!(
+                    "{} ({}): {status}, expected {expected}",
+                    order.id, order.product
+                )
+            })
+        })
+        .collect();
+    ensure!(
+        wrong.is_empty(),
+        "orders not handled as expected:\n  {}",
+        wrong.join("\n  ")
+    );
+    println!("[demo] all {} orders handled as expected", placed.len());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_shows_both_outcomes() {
+        let statuses: Vec<&str> = ORDERS.iter().map(|(p, _)| expected_status(p)).collect();
+        assert!(statuses.contains(&"completed"));
+        assert!(statuses.contains(&"failed"));
+    }
+}
