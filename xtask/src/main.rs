@@ -5,12 +5,15 @@
 //!   system, places a few orders and shows what happened to each.
 //! - `cargo xtask test` is the project's one test command: formatting,
 //!   lints, every test and the book, with a summary at the end.
+//! - `cargo xtask diffs` writes each chapter's diff against the one before
+//!   into the book.
 //!
 //! Both install what they need (`nats-server`, `mdbook`) into the
 //! git-ignored `.tools/` directory when it is not already on the machine,
 //! so a fresh clone needs only a Rust toolchain and `python3 -m pip`.
 
 mod demo;
+mod diffs;
 mod provision;
 mod test;
 
@@ -32,6 +35,8 @@ enum Command {
     Demo,
     /// Run every check: fmt, clippy, the tests and the book.
     Test(test::Args),
+    /// Write each chapter's diff against the previous one into book/diffs/.
+    Diffs,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +56,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Test(args) => test::run(&root, &args),
+        Command::Diffs => match diffs::write(&root) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("[diffs] error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

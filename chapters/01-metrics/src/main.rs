@@ -1,0 +1,62 @@
+//! Chapter 01: the order system with Prometheus metrics. Each service serves
+//! `/metrics` on its admin port; everything the chapter adds is set up in
+//! [`telemetry`], and the services only call it.
+//!
+//! One binary, four subcommands: `gateway`, `logic` and `task` run one
+//! service each; `all` (the default) runs the three as child processes.
+
+mod gateway;
+mod logic;
+mod task;
+mod telemetry;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about = "Chapter 01: the order system, now with metrics")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Without a subcommand, the flags of `all`.
+    #[command(flatten)]
+    all: AllArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// HTTP API for clients, gRPC callback server for task.
+    Gateway(gateway::Args),
+    /// gRPC order service: stores orders in SQLite, publishes them to NATS.
+    Logic(logic::Args),
+    /// Consumes orders from NATS, handles them, reports back to the gateway.
+    Task(task::Args),
+    /// All three services as child processes, plus a nats-server (default).
+    All(AllArgs),
+}
+
+#[derive(clap::Args)]
+struct AllArgs {
+    #[command(flatten)]
+    topology: orders::Topology,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::All(cli.all));
+    match command {
+        Command::Gateway(args) => gateway::run(args).await,
+        Command::Logic(args) => logic::run(args).await,
+        Command::Task(args) => task::run(args).await,
+        Command::All(args) => {
+            let hints = telemetry::banner_hints(&args.topology);
+            orders::launcher::run(orders::launcher::Launch {
+                chapter: env!("CARGO_PKG_NAME").to_owned(),
+                topology: args.topology,
+                hints,
+            })
+            .await
+        }
+    }
+}
