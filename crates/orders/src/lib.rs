@@ -12,6 +12,7 @@ pub mod fulfilment;
 pub mod http;
 pub mod launcher;
 pub mod nats_server;
+pub mod ports;
 pub mod queue;
 pub mod shutdown;
 pub mod store;

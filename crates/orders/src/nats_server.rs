@@ -65,9 +65,7 @@ impl NatsServer {
     /// Starts a server on a free port, storing JetStream data in `store_dir`.
     pub async fn start(store_dir: &Path) -> anyhow::Result<Self> {
         let binary = find_binary().with_context(missing_binary_help)?;
-        let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-            .local_addr()?
-            .port();
+        let port = crate::ports::reserve()?;
         let mut server = Self {
             binary,
             port,

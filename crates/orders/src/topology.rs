@@ -89,11 +89,14 @@ impl Default for Topology {
 }
 
 impl Topology {
-    /// A topology on loopback ports the OS reports free right now, for
-    /// tests that run side by side.
+    /// A topology on loopback ports reserved for this process (see
+    /// [`crate::ports`]), for systems that run side by side.
     pub fn on_free_ports() -> std::io::Result<Self> {
         let free = || -> std::io::Result<SocketAddr> {
-            std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()
+            Ok(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                crate::ports::reserve()?,
+            ))
         };
         Ok(Self {
             gateway_http: free()?,
