@@ -230,22 +230,14 @@ async fn wait_until_ready(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_DEADLINE;
     for service in Service::ALL {
-        let url = format!("http://{}/readyz", topology.admin(service));
         loop {
-            let ready = client
-                .http
-                .get(&url)
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == reqwest::StatusCode::OK);
-            if ready {
+            if orders::admin::is_ready(&client.http, topology.admin(service)).await {
                 break;
             }
             still_running(system)?;
             ensure!(
                 Instant::now() < deadline,
-                "{service} was not ready at {url} within {} s",
+                "{service} was not ready within {} s",
                 READY_DEADLINE.as_secs()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;

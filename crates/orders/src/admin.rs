@@ -37,3 +37,14 @@ where
             }),
         )
 }
+
+/// Asks a service's admin port whether it is ready: `GET /readyz` answers
+/// 200 within a second. What the launcher, the tests and the demo wait on.
+pub async fn is_ready(client: &reqwest::Client, admin: std::net::SocketAddr) -> bool {
+    client
+        .get(format!("http://{admin}/readyz"))
+        .timeout(std::time::Duration::from_secs(1))
+        .send()
+        .await
+        .is_ok_and(|response| response.status() == StatusCode::OK)
+}

@@ -89,15 +89,8 @@ async fn wait_until_ready(
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     for service in Service::ALL {
-        let url = format!("http://{}/readyz", topology.admin(service));
         loop {
-            let ready = http
-                .get(&url)
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
+            if crate::admin::is_ready(&http, topology.admin(service)).await {
                 break;
             }
             for (name, child) in children.iter_mut() {
@@ -106,7 +99,7 @@ async fn wait_until_ready(
                 }
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("{service} was not ready at {url} within 60 s");
+                bail!("{service} was not ready within 60 s");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

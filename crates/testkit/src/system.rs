@@ -180,17 +180,10 @@ impl System {
 
     /// Waits until the service's `/readyz` answers 200.
     pub async fn wait_ready(&mut self, service: Service) {
-        let url = format!("http://{}/readyz", self.topology.admin(service));
         let client = reqwest::Client::new();
         let give_up = tokio::time::Instant::now() + DEADLINE;
         loop {
-            let ready = client
-                .get(&url)
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
+            if orders::admin::is_ready(&client, self.topology.admin(service)).await {
                 return;
             }
             if let Some(child) = self.running.get_mut(&service)
