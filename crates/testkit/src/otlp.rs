@@ -105,3 +105,195 @@ impl TraceService for Collector {
         }))
     }
 }
+
+/// The OTLP span kinds, by their number on the wire.
+fn kind_name(kind: i32) -> &'static str {
+    match kind {
+        1 => "internal",
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "unspecified",
+    }
+}
+
+/// A span attribute's value as text.
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    let value = span
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?;
+    Some(match value {
+        Value::StringValue(s) => s.clone(),
+        Value::BoolValue(b) => b.to_string(),
+        Value::IntValue(i) => i.to_string(),
+        Value::DoubleValue(d) => d.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
+/// Renders the trace `trace_id` as an indented tree, one span per line:
+/// service, kind, name, the chosen attributes, a status of error, and the
+/// span's links (to the service and name of the span they point at). Ids
+/// and times are left out, so the text is stable from run to run; siblings
+/// are ordered by start time. `redact` rewrites attribute values (order ids,
+/// for instance) before they are printed.
+pub fn render_trace(
+    spans: &[ReceivedSpan],
+    trace_id: &[u8],
+    attributes: &[&str],
+    redact: &dyn Fn(&str) -> String,
+) -> String {
+    let mut in_trace: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.span.trace_id == trace_id)
+        .collect();
+    in_trace.sort_by_key(|s| s.span.start_time_unix_nano);
+    let is_root = |s: &ReceivedSpan| {
+        s.span.parent_span_id.is_empty()
+            || !in_trace
+                .iter()
+                .any(|p| p.span.span_id == s.span.parent_span_id)
+    };
+    let mut out = String::new();
+    for root in in_trace.iter().filter(|s| is_root(s)) {
+        render_span(root, &in_trace, spans, attributes, redact, 0, &mut out);
+    }
+    out
+}
+
+fn render_span(
+    span: &ReceivedSpan,
+    in_trace: &[&ReceivedSpan],
+    all: &[ReceivedSpan],
+    attributes: &[&str],
+    redact: &dyn Fn(&str) -> String,
+    depth: usize,
+    out: &mut String,
+) {
+    use std::fmt::Write;
+    let s = &span.span;
+    write!(
+        out,
+        "{}{} {} {}",
+        "  ".repeat(depth),
+        span.service,
+        kind_name(s.kind),
+        s.name
+    )
+    .unwrap();
+    let shown: Vec<String> = attributes
+        .iter()
+        .filter_map(|key| attribute(s, key).map(|v| format!("{key}={}", redact(&v))))
+        .collect();
+    if !shown.is_empty() {
+        write!(out, " [{}]", shown.join(", ")).unwrap();
+    }
+    if s.status.as_ref().is_some_and(|status| status.code == 2) {
+        out.push_str(" status=ERROR");
+    }
+    for link in &s.links {
+        let target = all
+            .iter()
+            .find(|t| t.span.trace_id == link.trace_id && t.span.span_id == link.span_id);
+        let same_trace = if link.trace_id == s.trace_id {
+            "same trace"
+        } else {
+            "other trace"
+        };
+        match target {
+            Some(t) => write!(
+                out,
+                " (link -> {} {}, {same_trace})",
+                t.service, t.span.name
+            )
+            .unwrap(),
+            None => write!(out, " (link -> unknown span, {same_trace})").unwrap(),
+        }
+    }
+    out.push('\n');
+    for child in in_trace
+        .iter()
+        .filter(|c| c.span.parent_span_id == s.span_id)
+    {
+        render_span(child, in_trace, all, attributes, redact, depth + 1, out);
+    }
+}
+
+/// The trace ids of the received spans, in the order they were first seen.
+pub fn trace_ids(spans: &[ReceivedSpan]) -> Vec<Vec<u8>> {
+    let mut ids: Vec<Vec<u8>> = Vec::new();
+    for span in spans {
+        if !ids.contains(&span.span.trace_id) {
+            ids.push(span.span.trace_id.clone());
+        }
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::trace::v1::span::Link;
+
+    fn span(name: &str, id: u8, parent: Option<u8>, kind: i32, start: u64) -> Span {
+        Span {
+            trace_id: vec![1; 16],
+            span_id: vec![id; 8],
+            parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+            name: name.into(),
+            kind,
+            start_time_unix_nano: start,
+            attributes: vec![KeyValue {
+                key: "rpc.system".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue("grpc".into())),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn renders_parents_before_children_with_links() {
+        let mut consumer = span("process", 4, Some(3), 5, 40);
+        consumer.links.push(Link {
+            trace_id: vec![1; 16],
+            span_id: vec![3; 8],
+            ..Default::default()
+        });
+        let spans = vec![
+            ReceivedSpan {
+                service: "task".into(),
+                span: consumer,
+            },
+            ReceivedSpan {
+                service: "gateway".into(),
+                span: span("POST /orders", 1, None, 2, 10),
+            },
+            ReceivedSpan {
+                service: "logic".into(),
+                span: span("publish", 3, Some(1), 4, 30),
+            },
+            ReceivedSpan {
+                service: "logic".into(),
+                span: span("INSERT", 2, Some(1), 3, 20),
+            },
+        ];
+        let text = render_trace(&spans, &[1; 16], &["rpc.system"], &|v| v.to_owned());
+        assert_eq!(
+            text,
+            "gateway server POST /orders [rpc.system=grpc]\n\
+             \x20 logic client INSERT [rpc.system=grpc]\n\
+             \x20 logic producer publish [rpc.system=grpc]\n\
+             \x20   task consumer process [rpc.system=grpc] (link -> logic publish, same trace)\n"
+        );
+    }
+}

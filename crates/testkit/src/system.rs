@@ -243,6 +243,20 @@ impl System {
         self.otlp.spans()
     }
 
+    /// Waits until the spans received satisfy `done`, and returns them all.
+    pub async fn wait_for_spans(
+        &self,
+        what: &str,
+        done: impl Fn(&[ReceivedSpan]) -> bool,
+    ) -> Vec<ReceivedSpan> {
+        crate::wait_for(what, DEADLINE, || {
+            let spans = self.otlp.spans();
+            let ready = done(&spans);
+            async move { ready.then_some(spans) }
+        })
+        .await
+    }
+
     pub fn nats(&mut self) -> &mut NatsServer {
         &mut self.nats
     }
