@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
@@ -15,13 +16,14 @@ use nix::unistd::Pid;
 use orders::fulfilment::SOLD_OUT_PREFIX;
 use orders::topology::{Service, Topology};
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use crate::provision;
+use crate::{provision, show};
 
 /// The package the demo runs: the most complete chapter written so far.
-pub const CHAPTER: &str = "ch00-baseline";
+pub const CHAPTER: &str = "ch02-logs";
 
 /// The orders placed: (product, quantity). One product is sold out, so the
 /// demo shows the failure path next to the happy one.
@@ -46,8 +48,9 @@ pub async fn run(root: &Path) -> anyhow::Result<()> {
 
     let topology = Topology::on_free_ports()?;
     let mut system = start(&binary, &nats_server, &topology)?;
+    let logs = capture_logs(&mut system);
     // Whatever happens while the system runs, it is stopped afterwards.
-    let outcome = exercise(&topology, &mut system).await;
+    let outcome = exercise(&topology, &mut system, &logs).await;
     let stopped = stop(&mut system).await;
     println!(
         "[demo] wall time {:.1} s, build included",
@@ -89,6 +92,7 @@ fn start(binary: &Path, nats_server: &Path, topology: &Topology) -> anyhow::Resu
         .env_remove("NATS_URL")
         .env_remove("ORDERS_DB")
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .kill_on_drop(true);
     orders::launcher::die_with_parent(&mut command);
     command
@@ -96,9 +100,35 @@ fn start(binary: &Path, nats_server: &Path, topology: &Topology) -> anyhow::Resu
         .with_context(|| format!("starting {}", binary.display()))
 }
 
-/// Waits for readiness, places the orders and waits for their outcome.
-/// Fails unless every order ended as its product says it should.
-async fn exercise(topology: &Topology, system: &mut Child) -> anyhow::Result<()> {
+/// The JSON log lines the system writes to stdout, kept to be shown after
+/// the orders; its other lines (the launcher's banner) are printed as they
+/// come.
+fn capture_logs(system: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let stdout = system.stdout.take().expect("stdout is piped");
+    let keep = logs.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with('{') {
+                keep.lock().unwrap().push(line);
+            } else {
+                println!("{line}");
+            }
+        }
+    });
+    logs
+}
+
+/// Waits for readiness, places the orders and waits for their outcome,
+/// then shows what the chapter's telemetry says about them. Fails unless
+/// every order ended as its product says it should.
+async fn exercise(
+    topology: &Topology,
+    system: &mut Child,
+    logs: &Mutex<Vec<String>>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
     let client = Client::new(topology)?;
     wait_until_ready(&client, topology, system).await?;
 
@@ -116,7 +146,147 @@ async fn exercise(topology: &Topology, system: &mut Child) -> anyhow::Result<()>
 
     wait_until_handled(&client, system, &mut placed).await?;
     print_table(&placed);
-    check(&placed)
+    check(&placed)?;
+
+    show_metrics(&client, topology, started.elapsed()).await;
+    show_logs(&logs.lock().unwrap(), &placed[0].id);
+    Ok(())
+}
+
+/// A few figures from each service's `/metrics`, if the chapter has them.
+async fn show_metrics(client: &Client, topology: &Topology, elapsed: Duration) {
+    let mut scraped = Vec::new();
+    for service in Service::ALL {
+        let url = format!("http://{}/metrics", topology.admin(service));
+        match client.http.get(&url).send().await {
+            Ok(response) if response.status().is_success() => {
+                let text = response.text().await.unwrap_or_default();
+                scraped.push((service, show::parse_samples(&text)));
+            }
+            _ => {
+                println!("[demo] metrics: none at {url} (this chapter has no metrics yet)");
+                return;
+            }
+        }
+    }
+    let seconds = elapsed.as_secs_f64();
+    let ms = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{:.2} ms", v * 1e3));
+    println!("[demo] metrics, scraped from the admin ports after {seconds:.1} s:");
+    for (service, samples) in &scraped {
+        let lines: Vec<(String, String)> = match service {
+            Service::Gateway => {
+                let created = show::sum(
+                    samples,
+                    "http_requests_total",
+                    &[("route", "/orders"), ("status", "201")],
+                );
+                let post = [("route", "/orders"), ("method", "POST")];
+                vec![
+                    (
+                        "http_requests_total{route=\"/orders\",status=\"201\"}".to_owned(),
+                        format!("{created} ({:.1}/s over the demo)", created / seconds),
+                    ),
+                    (
+                        "POST /orders latency p99".to_owned(),
+                        ms(show::quantile(
+                            samples,
+                            "http_request_duration_seconds",
+                            &post,
+                            0.99,
+                        )),
+                    ),
+                    (
+                        "orders_completed_total by outcome".to_owned(),
+                        format!(
+                            "completed {}, failed {}",
+                            show::sum(
+                                samples,
+                                "orders_completed_total",
+                                &[("outcome", "completed")]
+                            ),
+                            show::sum(samples, "orders_completed_total", &[("outcome", "failed")])
+                        ),
+                    ),
+                    (
+                        "order completion p99".to_owned(),
+                        ms(show::quantile(
+                            samples,
+                            "order_completion_seconds",
+                            &[],
+                            0.99,
+                        )),
+                    ),
+                ]
+            }
+            Service::Logic => vec![
+                (
+                    "orders_created_total".to_owned(),
+                    show::sum(samples, "orders_created_total", &[]).to_string(),
+                ),
+                (
+                    "SQLite insert p99".to_owned(),
+                    ms(show::quantile(
+                        samples,
+                        "db_query_duration_seconds",
+                        &[("operation", "insert")],
+                        0.99,
+                    )),
+                ),
+                (
+                    "JetStream publish p99".to_owned(),
+                    ms(show::quantile(
+                        samples,
+                        "mq_publish_duration_seconds",
+                        &[],
+                        0.99,
+                    )),
+                ),
+            ],
+            Service::Task => vec![
+                (
+                    "mq_consumed_total{status=\"ack\"}".to_owned(),
+                    show::sum(samples, "mq_consumed_total", &[("status", "ack")]).to_string(),
+                ),
+                (
+                    "queue delay p99".to_owned(),
+                    ms(show::quantile(samples, "mq_queue_delay_seconds", &[], 0.99)),
+                ),
+                (
+                    "handling p99".to_owned(),
+                    ms(show::quantile(
+                        samples,
+                        "mq_handle_duration_seconds",
+                        &[],
+                        0.99,
+                    )),
+                ),
+            ],
+        };
+        for (what, value) in lines {
+            println!("  {service:<8} {what:<48} {value}");
+        }
+    }
+    println!();
+}
+
+/// The log lines of one order, if the chapter writes JSON logs.
+fn show_logs(lines: &[String], order_id: &str) {
+    let mine = show::lines_of_order(lines, order_id);
+    if mine.is_empty() {
+        println!(
+            "[demo] logs: no JSON log line names order {order_id} (this chapter has no structured logs yet)"
+        );
+        return;
+    }
+    println!(
+        "[demo] the log lines of order {order_id}; the trace_id shows which lines one trace joins:"
+    );
+    for line in mine {
+        if let Some(text) = show::readable_log_line(line) {
+            println!("  {text}");
+        }
+    }
+    println!();
 }
 
 /// Stops the system as an operator would, with SIGTERM, and waits for it;

@@ -15,6 +15,7 @@
 mod demo;
 mod diffs;
 mod provision;
+mod show;
 mod test;
 
 use std::path::{Path, PathBuf};
