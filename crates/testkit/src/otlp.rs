@@ -137,6 +137,64 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
     })
 }
 
+/// The spans of trace `trace_id` in tree order, each with its depth:
+/// every span after its parent, siblings by start time. A span whose
+/// parent was not received counts as a root.
+pub fn walk_trace<'a>(
+    spans: &'a [ReceivedSpan],
+    trace_id: &[u8],
+) -> Vec<(usize, &'a ReceivedSpan)> {
+    let mut in_trace: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.span.trace_id == trace_id)
+        .collect();
+    in_trace.sort_by_key(|s| s.span.start_time_unix_nano);
+    let has_parent = |s: &ReceivedSpan| {
+        !s.span.parent_span_id.is_empty()
+            && in_trace
+                .iter()
+                .any(|p| p.span.span_id == s.span.parent_span_id)
+    };
+    let mut ordered = Vec::new();
+    let mut stack: Vec<(usize, &ReceivedSpan)> = in_trace
+        .iter()
+        .rev()
+        .filter(|s| !has_parent(s))
+        .map(|s| (0, *s))
+        .collect();
+    while let Some((depth, span)) = stack.pop() {
+        ordered.push((depth, span));
+        let children = in_trace
+            .iter()
+            .rev()
+            .filter(|c| c.span.parent_span_id == span.span.span_id);
+        stack.extend(children.map(|c| (depth + 1, *c)));
+    }
+    ordered
+}
+
+/// What a span's links point at: the service and name of each linked span
+/// that was received, and whether it is in the same trace.
+fn describe_links(span: &Span, all: &[ReceivedSpan]) -> Vec<String> {
+    span.links
+        .iter()
+        .map(|link| {
+            let same = if link.trace_id == span.trace_id {
+                "same trace"
+            } else {
+                "other trace"
+            };
+            let target = all
+                .iter()
+                .find(|t| t.span.trace_id == link.trace_id && t.span.span_id == link.span_id);
+            match target {
+                Some(t) => format!("link -> {} {}, {same}", t.service, t.span.name),
+                None => format!("link -> unknown span, {same}"),
+            }
+        })
+        .collect()
+}
+
 /// Renders the trace `trace_id` as an indented tree, one span per line:
 /// service, kind, name, the chosen attributes, a status of error, and the
 /// span's links (to the service and name of the span they point at). Ids
@@ -149,80 +207,83 @@ pub fn render_trace(
     attributes: &[&str],
     redact: &dyn Fn(&str) -> String,
 ) -> String {
-    let mut in_trace: Vec<&ReceivedSpan> = spans
-        .iter()
-        .filter(|s| s.span.trace_id == trace_id)
-        .collect();
-    in_trace.sort_by_key(|s| s.span.start_time_unix_nano);
-    let is_root = |s: &ReceivedSpan| {
-        s.span.parent_span_id.is_empty()
-            || !in_trace
-                .iter()
-                .any(|p| p.span.span_id == s.span.parent_span_id)
-    };
+    use std::fmt::Write;
     let mut out = String::new();
-    for root in in_trace.iter().filter(|s| is_root(s)) {
-        render_span(root, &in_trace, spans, attributes, redact, 0, &mut out);
+    for (depth, span) in walk_trace(spans, trace_id) {
+        let s = &span.span;
+        let indent = "  ".repeat(depth);
+        write!(
+            out,
+            "{indent}{} {} {}",
+            span.service,
+            kind_name(s.kind),
+            s.name
+        )
+        .unwrap();
+        let shown: Vec<String> = attributes
+            .iter()
+            .filter_map(|key| attribute(s, key).map(|v| format!("{key}={}", redact(&v))))
+            .collect();
+        if !shown.is_empty() {
+            write!(out, " [{}]", shown.join(", ")).unwrap();
+        }
+        if s.status.as_ref().is_some_and(|status| status.code == 2) {
+            out.push_str(" status=ERROR");
+        }
+        for link in describe_links(s, spans) {
+            write!(out, " ({link})").unwrap();
+        }
+        out.push('\n');
     }
     out
 }
 
-fn render_span(
-    span: &ReceivedSpan,
-    in_trace: &[&ReceivedSpan],
-    all: &[ReceivedSpan],
-    attributes: &[&str],
-    redact: &dyn Fn(&str) -> String,
-    depth: usize,
-    out: &mut String,
-) {
+/// Renders the trace `trace_id` as a waterfall for a terminal: one line per
+/// span, indented by parent, with its service, name and duration, and a bar
+/// of `width` columns placed on a time axis shared by the whole trace.
+/// Links are marked.
+pub fn render_waterfall(spans: &[ReceivedSpan], trace_id: &[u8], width: usize) -> String {
     use std::fmt::Write;
-    let s = &span.span;
-    write!(
-        out,
-        "{}{} {} {}",
-        "  ".repeat(depth),
-        span.service,
-        kind_name(s.kind),
-        s.name
-    )
-    .unwrap();
-    let shown: Vec<String> = attributes
+    let walked = walk_trace(spans, trace_id);
+    let Some(start) = walked
         .iter()
-        .filter_map(|key| attribute(s, key).map(|v| format!("{key}={}", redact(&v))))
+        .map(|(_, s)| s.span.start_time_unix_nano)
+        .min()
+    else {
+        return String::new();
+    };
+    let end = walked
+        .iter()
+        .map(|(_, s)| s.span.end_time_unix_nano)
+        .max()
+        .unwrap_or(start);
+    let total = end.saturating_sub(start).max(1) as f64;
+    let column = |t: u64| (t.saturating_sub(start) as f64 / total * width as f64) as usize;
+    let labels: Vec<String> = walked
+        .iter()
+        .map(|(depth, s)| format!("{}{} {}", "  ".repeat(*depth), s.service, s.span.name))
         .collect();
-    if !shown.is_empty() {
-        write!(out, " [{}]", shown.join(", ")).unwrap();
-    }
-    if s.status.as_ref().is_some_and(|status| status.code == 2) {
-        out.push_str(" status=ERROR");
-    }
-    for link in &s.links {
-        let target = all
-            .iter()
-            .find(|t| t.span.trace_id == link.trace_id && t.span.span_id == link.span_id);
-        let same_trace = if link.trace_id == s.trace_id {
-            "same trace"
-        } else {
-            "other trace"
-        };
-        match target {
-            Some(t) => write!(
-                out,
-                " (link -> {} {}, {same_trace})",
-                t.service, t.span.name
-            )
-            .unwrap(),
-            None => write!(out, " (link -> unknown span, {same_trace})").unwrap(),
+    let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let hex: String = trace_id.iter().map(|b| format!("{b:02x}")).collect();
+    let mut out = format!("trace {hex}, {:.2} ms\n", total / 1e6);
+    for ((_, span), label) in walked.iter().zip(&labels) {
+        let s = &span.span;
+        let from = column(s.start_time_unix_nano).min(width.saturating_sub(1));
+        let to = column(s.end_time_unix_nano).clamp(from + 1, width.max(from + 1));
+        let bar = format!(
+            "{}{}{}",
+            " ".repeat(from),
+            "█".repeat(to - from),
+            " ".repeat(width.saturating_sub(to))
+        );
+        let millis = s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e6;
+        write!(out, "{label:<label_width$} {millis:>8.2} ms |{bar}|").unwrap();
+        for link in describe_links(s, spans) {
+            write!(out, " ({link})").unwrap();
         }
+        out.push('\n');
     }
-    out.push('\n');
-    for child in in_trace
-        .iter()
-        .filter(|c| c.span.parent_span_id == s.span_id)
-    {
-        render_span(child, in_trace, all, attributes, redact, depth + 1, out);
-    }
+    out
 }
 
 /// The trace ids of the received spans, in the order they were first seen.
@@ -259,6 +320,31 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_waterfall_places_each_span_on_one_time_axis() {
+        let mut root = span("POST /orders", 1, None, 2, 0);
+        root.end_time_unix_nano = 10_000_000;
+        let mut child = span("INSERT", 2, Some(1), 3, 5_000_000);
+        child.end_time_unix_nano = 10_000_000;
+        let spans = vec![
+            ReceivedSpan {
+                service: "gateway".into(),
+                span: root,
+            },
+            ReceivedSpan {
+                service: "logic".into(),
+                span: child,
+            },
+        ];
+        let text = render_waterfall(&spans, &[1; 16], 10);
+        assert_eq!(
+            text,
+            "trace 01010101010101010101010101010101, 10.00 ms\n\
+             gateway POST /orders    10.00 ms |██████████|\n\
+             \x20 logic INSERT           5.00 ms |     █████|\n"
+        );
     }
 
     #[test]
