@@ -20,6 +20,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use testkit::OtlpReceiver;
+
 use crate::{provision, show};
 
 /// The package the demo runs: the most complete chapter written so far.
@@ -39,19 +41,33 @@ const READY_DEADLINE: Duration = Duration::from_secs(60);
 const HANDLED_DEADLINE: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(15);
 
+#[derive(clap::Args)]
+pub struct Args {
+    /// The chapter package to run; each shows what its layer adds.
+    #[arg(long, default_value = CHAPTER)]
+    chapter: String,
+}
+
 /// Runs the demo; an error means some order was not handled as expected or
 /// the system misbehaved.
-pub async fn run(root: &Path) -> anyhow::Result<()> {
+pub async fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let nats_server = provision::nats_server()?;
-    let binary = build(root)?;
+    let chapter = args.chapter.as_str();
+    let binary = build(root, chapter)?;
 
     let topology = Topology::on_free_ports()?;
-    let mut system = start(&binary, &nats_server, &topology)?;
+    // The demo is the system's trace collector: spans come here, not to Tempo.
+    let collector = OtlpReceiver::start().await?;
+    let mut system = start(chapter, &binary, &nats_server, &topology, &collector)?;
     let logs = capture_logs(&mut system);
     // Whatever happens while the system runs, it is stopped afterwards.
     let outcome = exercise(&topology, &mut system, &logs).await;
     let stopped = stop(&mut system).await;
+    // Stopping flushed the services' last spans: now the trace is whole.
+    if let Ok(first_order) = &outcome {
+        show_trace(&collector, first_order.as_deref());
+    }
     println!(
         "[demo] wall time {:.1} s, build included",
         started.elapsed().as_secs_f64()
@@ -60,33 +76,40 @@ pub async fn run(root: &Path) -> anyhow::Result<()> {
 }
 
 /// Builds the chapter with the same cargo that runs us and returns its binary.
-fn build(root: &Path) -> anyhow::Result<PathBuf> {
-    println!("[demo] building {CHAPTER}");
+fn build(root: &Path, chapter: &str) -> anyhow::Result<PathBuf> {
+    println!("[demo] building {chapter}");
     let status = crate::cargo(root)
-        .args(["build", "--package", CHAPTER])
+        .args(["build", "--package", chapter])
         .status()
         .context("running cargo build")?;
     ensure!(
         status.success(),
-        "cargo build -p {CHAPTER} failed ({status})"
+        "cargo build -p {chapter} failed ({status})"
     );
-    let binary = crate::target_dir(root).join("debug").join(CHAPTER);
+    let binary = crate::target_dir(root).join("debug").join(chapter);
     ensure!(
         binary.is_file(),
-        "built {CHAPTER}, but found no binary at {}",
+        "built {chapter}, but found no binary at {}",
         binary.display()
     );
     Ok(binary)
 }
 
 /// Starts `<chapter> all` on free ports with its own nats-server.
-fn start(binary: &Path, nats_server: &Path, topology: &Topology) -> anyhow::Result<Child> {
-    println!("[demo] starting {CHAPTER} all");
+fn start(
+    chapter: &str,
+    binary: &Path,
+    nats_server: &Path,
+    topology: &Topology,
+    collector: &OtlpReceiver,
+) -> anyhow::Result<Child> {
+    println!("[demo] starting {chapter} all");
     let mut command = Command::new(binary);
     command
         .arg("all")
         .args(topology.to_args())
         .env("NATS_SERVER_BIN", nats_server)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
         // A NATS server or database from the caller's shell would make the
         // demo depend on, and write into, state it does not own.
         .env_remove("NATS_URL")
@@ -121,13 +144,14 @@ fn capture_logs(system: &mut Child) -> Arc<Mutex<Vec<String>>> {
 }
 
 /// Waits for readiness, places the orders and waits for their outcome,
-/// then shows what the chapter's telemetry says about them. Fails unless
-/// every order ended as its product says it should.
+/// then shows what the chapter's metrics and logs say about them. Fails
+/// unless every order ended as its product says it should. Returns the
+/// trace id of the first order, when the gateway named it.
 async fn exercise(
     topology: &Topology,
     system: &mut Child,
     logs: &Mutex<Vec<String>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<String>> {
     let started = Instant::now();
     let client = Client::new(topology)?;
     wait_until_ready(&client, topology, system).await?;
@@ -150,7 +174,33 @@ async fn exercise(
 
     show_metrics(&client, topology, started.elapsed()).await;
     show_logs(&logs.lock().unwrap(), &placed[0].id);
-    Ok(())
+    Ok(placed[0].trace_id.clone())
+}
+
+/// The waterfall of one order's trace, if the chapter exports spans.
+fn show_trace(collector: &OtlpReceiver, trace_id: Option<&str>) {
+    let spans = collector.spans();
+    let Some(trace_id) = trace_id else {
+        println!(
+            "[demo] traces: the gateway named no trace (no `traceresponse` header in this chapter)"
+        );
+        return;
+    };
+    let Some(bytes) =
+        decode_hex(trace_id).filter(|id| spans.iter().any(|s| &s.span.trace_id == id))
+    else {
+        println!("[demo] traces: no span of trace {trace_id} reached the demo's collector");
+        return;
+    };
+    println!("[demo] the trace of the first order, as the services exported it:");
+    println!("{}", testkit::otlp::render_waterfall(&spans, &bytes, 40));
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// A few figures from each service's `/metrics`, if the chapter has them.
@@ -325,6 +375,8 @@ struct Placed {
     id: String,
     product: &'static str,
     sent_at: Instant,
+    /// From the gateway's W3C `traceresponse` header, when it sends one.
+    trace_id: Option<String>,
     outcome: Option<Outcome>,
 }
 
@@ -357,6 +409,13 @@ impl Client {
             .send()
             .await?;
         let status = response.status();
+        // `traceresponse: 00-<trace id>-<span id>-<flags>`
+        let trace_id = response
+            .headers()
+            .get("traceresponse")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split('-').nth(1))
+            .map(str::to_owned);
         let body: Value = response.json().await?;
         ensure!(
             status == reqwest::StatusCode::CREATED,
@@ -369,6 +428,7 @@ impl Client {
             id: id.to_owned(),
             product,
             sent_at,
+            trace_id,
             outcome: None,
         })
     }

@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the whole system, place a few orders, show how each ended.
-    Demo,
+    Demo(demo::Args),
     /// Run every check: fmt, clippy, the tests and the book.
     Test(test::Args),
     /// Write each chapter's diff against the previous one into book/diffs/.
@@ -44,10 +44,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let root = workspace_root();
     match cli.command {
-        Command::Demo => {
+        Command::Demo(args) => {
             let outcome = tokio::runtime::Runtime::new()
                 .map_err(anyhow::Error::from)
-                .and_then(|runtime| runtime.block_on(demo::run(&root)));
+                .and_then(|runtime| runtime.block_on(demo::run(&root, &args)));
             match outcome {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
