@@ -61,9 +61,13 @@ impl OtlpReceiver {
         format!("http://{}", self.addr)
     }
 
-    /// Every span received so far.
+    /// Every span received so far, in the order the spans started: the
+    /// order in which they arrived depends on when each service happened to
+    /// send its batch.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.spans.lock().unwrap().clone()
+        let mut spans = self.spans.lock().unwrap().clone();
+        spans.sort_by_key(|s| s.span.start_time_unix_nano);
+        spans
     }
 }
 
