@@ -1,0 +1,257 @@
+//! logic: the gRPC order service. Stores each order in SQLite, then
+//! publishes it to JetStream; a background sweep republishes any order whose
+//! publish failed (the outbox), so a stored order always reaches task.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use orders::pb;
+use orders::pb::order_service_server::{OrderService, OrderServiceServer};
+use orders::queue::ORDERS_CREATED;
+use orders::store::Store;
+use orders::topology::Service;
+use orders::{NewOrder, Order};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::telemetry;
+
+/// How long a publish waits for JetStream's ack. Shorter than the gateway's
+/// deadline: when NATS is down the order is still stored and answered, and
+/// the outbox publishes it later.
+const PUBLISH_TIMEOUT: Duration = Duration::from_millis(1000);
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    topology: orders::Topology,
+    /// How often unpublished orders are swept and published again.
+    #[arg(long, env = "OUTBOX_INTERVAL_MS", default_value_t = 1000)]
+    outbox_interval_ms: u64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let shutdown = orders::shutdown::on_signal();
+    let topology = args.topology;
+
+    let database = topology.database();
+    let store = Store::open(&database)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", database.display()))?;
+    let nats = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(topology.nats_url())
+        .await?;
+    let jetstream = jetstream::ContextBuilder::new()
+        .timeout(PUBLISH_TIMEOUT)
+        .build(nats.clone());
+
+    let stream_ready = Arc::new(AtomicBool::new(false));
+    tokio::spawn(declare_stream(
+        jetstream.clone(),
+        stream_ready.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(sweep_outbox(
+        store.clone(),
+        jetstream.clone(),
+        Duration::from_millis(args.outbox_interval_ms),
+        shutdown.clone(),
+    ));
+
+    let admin = orders::admin::router({
+        let store = store.clone();
+        move || {
+            let (store, nats, stream_ready) = (store.clone(), nats.clone(), stream_ready.clone());
+            async move {
+                store.ping().await.map_err(|e| format!("database: {e}"))?;
+                if nats.connection_state() != async_nats::connection::State::Connected {
+                    return Err("not connected to NATS".to_owned());
+                }
+                if !stream_ready.load(Ordering::Relaxed) {
+                    return Err("JetStream stream not declared yet".to_owned());
+                }
+                Ok(())
+            }
+        }
+    })
+    .merge(telemetry::metrics_router(Service::Logic))
+    .merge(telemetry::profiling_router());
+    let grpc = tonic::transport::Server::builder()
+        .trace_fn(telemetry::grpc_server_span)
+        .layer(telemetry::GrpcServerLayer)
+        .add_service(OrderServiceServer::new(OrderApi { store, jetstream }))
+        .serve_with_shutdown(topology.logic_grpc, shutdown.clone().cancelled_owned());
+
+    tracing::info_span!("startup").in_scope(|| {
+        tracing::info!(
+            grpc = %topology.logic_grpc,
+            database = %database.display(),
+            "logic listening"
+        );
+    });
+    tokio::try_join!(
+        async { grpc.await.map_err(anyhow::Error::from) },
+        orders::http::serve(topology.logic_admin, admin, shutdown.clone()),
+    )?;
+    Ok(())
+}
+
+struct OrderApi {
+    store: Store,
+    jetstream: jetstream::Context,
+}
+
+#[tonic::async_trait]
+impl OrderService for OrderApi {
+    // ANCHOR: create_order
+    async fn create_order(
+        &self,
+        request: Request<pb::CreateOrderRequest>,
+    ) -> Result<Response<pb::CreateOrderResponse>, Status> {
+        let request = request.into_inner();
+        let new = NewOrder::validate(
+            &request.user_id,
+            &request.product_id,
+            request.quantity.into(),
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let order = Order::create(new);
+
+        telemetry::db_query("insert", self.store.insert(&order))
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "storing the order failed"))
+            .map_err(|e| Status::unavailable(format!("storing the order: {e}")))?;
+        telemetry::order_created();
+        tracing::info!(
+            order_id = %order.order_id,
+            user_id = %order.user_id,
+            product_id = %order.product_id,
+            quantity = order.quantity,
+            "order created"
+        );
+
+        // Stored is accepted: if the publish fails, the outbox sweep retries.
+        match telemetry::mq_publish(ORDERS_CREATED, publish(&self.jetstream, &order)).await {
+            Ok(()) => {
+                if let Err(e) =
+                    telemetry::db_query("update", self.store.mark_published(&order.order_id)).await
+                {
+                    tracing::warn!(
+                        order_id = %order.order_id,
+                        error = %e,
+                        "order published, flag not saved"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(
+                order_id = %order.order_id,
+                error = %e,
+                "publish failed, order left in the outbox"
+            ),
+        }
+
+        Ok(Response::new(pb::CreateOrderResponse {
+            order_id: order.order_id,
+        }))
+    }
+    // ANCHOR_END: create_order
+
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
+        let order_id = request.into_inner().order_id;
+        match telemetry::db_query("select", self.store.get(&order_id)).await {
+            Ok(Some(order)) => Ok(Response::new(order.into())),
+            Ok(None) => Err(Status::not_found(format!("no order {order_id}"))),
+            Err(e) => Err(Status::unavailable(format!("reading the order: {e}"))),
+        }
+    }
+}
+
+// ANCHOR: publish
+/// Publishes an order on `orders.created` and waits for JetStream's ack.
+/// The order id is the message id, so JetStream drops a republished copy.
+async fn publish(jetstream: &jetstream::Context, order: &Order) -> anyhow::Result<()> {
+    let payload = serde_json::to_vec(order)?;
+    let message = PublishMessage::build()
+        .payload(payload.into())
+        // Chapter 04: the trace context, in the headers (before the id:
+        // `headers` replaces every header set so far).
+        .headers(telemetry::message_headers(&order.order_id))
+        .message_id(&order.order_id);
+    jetstream
+        .send_publish(ORDERS_CREATED, message)
+        .await?
+        .await?;
+    Ok(())
+}
+// ANCHOR_END: publish
+
+/// Declares the stream, retrying until NATS answers.
+#[tracing::instrument(skip_all)]
+async fn declare_stream(
+    jetstream: jetstream::Context,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        match orders::queue::ensure_stream(&jetstream).await {
+            Ok(_) => {
+                ready.store(true, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "declaring the stream failed, retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+// ANCHOR: outbox
+/// Publishes orders that were stored but never acknowledged by JetStream.
+/// Only orders older than one interval are swept, so an order whose first
+/// publish is still in flight is not sent twice for nothing.
+async fn sweep_outbox(
+    store: Store,
+    jetstream: jetstream::Context,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let cutoff = orders::domain::unix_millis() - interval.as_millis() as i64;
+        let pending = match telemetry::db_query("select", store.unpublished(cutoff, 100)).await {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the outbox failed");
+                continue;
+            }
+        };
+        for order in pending {
+            // A span per republished order; an idle sweep makes none.
+            let span = tracing::info_span!("outbox republish", order_id = %order.order_id);
+            if telemetry::mq_publish(ORDERS_CREATED, publish(&jetstream, &order))
+                .instrument(span.clone())
+                .await
+                .is_err()
+            {
+                break; // NATS is still down; try again next tick.
+            }
+            span.in_scope(|| tracing::info!("order republished from the outbox"));
+            if let Err(e) =
+                telemetry::db_query("update", store.mark_published(&order.order_id)).await
+            {
+                span.in_scope(|| tracing::warn!(error = %e, "order republished, flag not saved"));
+            }
+        }
+    }
+}
+// ANCHOR_END: outbox

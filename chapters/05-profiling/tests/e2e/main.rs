@@ -1,0 +1,17 @@
+//! End-to-end tests of chapter 05: the real binary, a real nats-server,
+//! real HTTP and gRPC on loopback, a real OTLP receiver for the spans. One
+//! test binary for the whole chapter, one module per concern.
+
+mod faults;
+mod flow;
+mod launcher;
+mod logs;
+mod messaging;
+mod metrics;
+mod profiling;
+mod progress;
+mod rejections;
+mod traces;
+
+/// The binary under test: this chapter's, unless `CHAPTER_BIN` names another.
+const CHAPTER_BIN: &str = env!("CARGO_BIN_EXE_ch05-profiling");
