@@ -37,6 +37,8 @@ const ORDERS: [(&str, u32); 5] = [
     ("D310", 3),
 ];
 
+/// How long each profile of task samples.
+const PROFILE_SECONDS: u64 = 2;
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 const HANDLED_DEADLINE: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -62,7 +64,8 @@ pub async fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let mut system = start(chapter, &binary, &nats_server, &topology, &collector)?;
     let logs = capture_logs(&mut system);
     // Whatever happens while the system runs, it is stopped afterwards.
-    let outcome = exercise(&topology, &mut system, &logs).await;
+    let target = crate::target_dir(root);
+    let outcome = exercise(&topology, &mut system, &logs, &target).await;
     let stopped = stop(&mut system).await;
     // Stopping flushed the services' last spans: now the trace is whole.
     if let Ok(first_order) = &outcome {
@@ -151,6 +154,7 @@ async fn exercise(
     topology: &Topology,
     system: &mut Child,
     logs: &Mutex<Vec<String>>,
+    target: &Path,
 ) -> anyhow::Result<Option<String>> {
     let started = Instant::now();
     let client = Client::new(topology)?;
@@ -174,7 +178,74 @@ async fn exercise(
 
     show_metrics(&client, topology, started.elapsed()).await;
     show_logs(&logs.lock().unwrap(), &placed[0].id);
+    profile_task(&client, topology, target).await?;
     Ok(placed[0].trace_id.clone())
+}
+
+/// Profiles task's CPU for a couple of seconds while orders keep coming,
+/// prints the functions that used it most, and writes a flamegraph of a
+/// second sampling to `target/demo/task-flamegraph.svg`.
+async fn profile_task(client: &Client, topology: &Topology, target: &Path) -> anyhow::Result<()> {
+    let admin = format!("http://{}/debug/pprof", topology.admin(Service::Task));
+    let available = client.http.get(format!("{admin}/")).send().await;
+    if !available.is_ok_and(|r| r.status().is_success()) {
+        println!("[demo] profiles: none at {admin}/ (this chapter has no profiles yet)");
+        return Ok(());
+    }
+    println!("[demo] profiling task for {PROFILE_SECONDS} s while orders keep coming");
+    let busy = std::sync::atomic::AtomicBool::new(true);
+    let load = async {
+        let mut accepted = 0;
+        while busy.load(std::sync::atomic::Ordering::Relaxed) {
+            let batch = (0..8).map(|_| client.place("A001", 10));
+            accepted += futures::future::join_all(batch)
+                .await
+                .into_iter()
+                .filter(Result::is_ok)
+                .count();
+        }
+        accepted
+    };
+    let sample = async {
+        let admin = admin.as_str();
+        let fetch = |path: &'static str| async move {
+            let response = client
+                .http
+                .get(format!("{admin}/{path}?seconds={PROFILE_SECONDS}"))
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await?
+                .error_for_status()?;
+            anyhow::Ok(response.bytes().await?)
+        };
+        let profile = fetch("profile").await;
+        let flamegraph = fetch("flamegraph").await;
+        busy.store(false, std::sync::atomic::Ordering::Relaxed);
+        (profile, flamegraph)
+    };
+    let (accepted, (profile, flamegraph)) = tokio::join!(load, sample);
+    println!("[demo] {accepted} more orders accepted while profiling");
+
+    println!(
+        "[demo] task's top functions by CPU samples (flat: the function itself; cum: with what it calls):"
+    );
+    println!("  {:>6}  {:>6}  function", "flat", "cum");
+    for (function, flat, cumulative) in show::top_functions(&profile?, 10)? {
+        println!(
+            "  {:>5.1}%  {:>5.1}%  {function}",
+            flat * 100.0,
+            cumulative * 100.0
+        );
+    }
+    let path = target.join("demo/task-flamegraph.svg");
+    std::fs::create_dir_all(path.parent().expect("a parent directory"))?;
+    std::fs::write(&path, flamegraph?)?;
+    println!(
+        "[demo] flamegraph of task written to {} (open it in a browser)",
+        path.display()
+    );
+    println!();
+    Ok(())
 }
 
 /// The waterfall of one order's trace, if the chapter exports spans.

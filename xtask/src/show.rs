@@ -168,9 +168,114 @@ pub fn lines_of_order<'a>(lines: &'a [String], order_id: &str) -> Vec<&'a String
         .collect()
 }
 
+/// The functions with the most CPU samples in a pprof profile (gzipped or
+/// not), as `(function, flat share, cumulative share)`, most flat first.
+/// Flat counts samples where the function is the leaf; cumulative counts
+/// samples where it is anywhere on the stack.
+pub fn top_functions(body: &[u8], count: usize) -> anyhow::Result<Vec<(String, f64, f64)>> {
+    use std::io::Read;
+
+    use pprof::protos::Message;
+
+    let mut bytes = Vec::new();
+    if body.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(body).read_to_end(&mut bytes)?;
+    } else {
+        bytes = body.to_vec();
+    }
+    let profile = pprof::protos::Profile::decode(bytes.as_slice())?;
+    let name_of = |location_id: u64| -> Option<&str> {
+        let location = profile.location.iter().find(|l| l.id == location_id)?;
+        let line = location.line.first()?;
+        let function = profile.function.iter().find(|f| f.id == line.function_id)?;
+        profile
+            .string_table
+            .get(function.name as usize)
+            .map(String::as_str)
+    };
+    let mut flat: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut cumulative: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut total = 0;
+    for sample in &profile.sample {
+        let weight = sample.value.first().copied().unwrap_or(0);
+        total += weight;
+        if let Some(leaf) = sample.location_id.first().and_then(|id| name_of(*id)) {
+            *flat.entry(leaf).or_default() += weight;
+        }
+        let mut seen: Vec<&str> = sample
+            .location_id
+            .iter()
+            .filter_map(|id| name_of(*id))
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        for name in seen {
+            *cumulative.entry(name).or_default() += weight;
+        }
+    }
+    let share = |n: i64| {
+        if total > 0 {
+            n as f64 / total as f64
+        } else {
+            0.0
+        }
+    };
+    let mut top: Vec<(String, f64, f64)> = flat
+        .iter()
+        .map(|(name, n)| (name.to_string(), share(*n), share(cumulative[name])))
+        .collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    top.truncate(count);
+    Ok(top)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_functions_count_flat_at_the_leaf_and_cumulative_anywhere() {
+        use pprof::protos::{Function, Line, Location, Message, Profile, Sample as PSample};
+        let location = |id: u64| Location {
+            id,
+            line: vec![Line {
+                function_id: id,
+                line: 0,
+            }],
+            ..Default::default()
+        };
+        let function = |id: u64, name: i64| Function {
+            id,
+            name,
+            ..Default::default()
+        };
+        let profile = Profile {
+            string_table: vec!["".into(), "mix".into(), "plan_packing".into()],
+            function: vec![function(1, 1), function(2, 2)],
+            location: vec![location(1), location(2)],
+            sample: vec![
+                PSample {
+                    location_id: vec![1, 2],
+                    value: vec![3],
+                    ..Default::default()
+                },
+                PSample {
+                    location_id: vec![2],
+                    value: vec![1],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let top = top_functions(&profile.encode_to_vec(), 10).unwrap();
+        assert_eq!(
+            top,
+            vec![
+                ("mix".to_owned(), 0.75, 0.75),
+                ("plan_packing".to_owned(), 0.25, 1.0)
+            ]
+        );
+    }
 
     const TEXT: &str = r#"# HELP http_requests_total HTTP requests.
 # TYPE http_requests_total counter
