@@ -64,6 +64,9 @@ pub fn run(root: &Path, args: &Args) -> ExitCode {
         }));
     }
     steps.push(step("tests", || tests(root, &nats_server)));
+    steps.push(step("stack", || {
+        stack(root, orders::nats_server::find_on_path("promtool"))
+    }));
     match &mdbook {
         Some(mdbook) => steps.push(step("book", || book(root, mdbook))),
         None => println!("[xtask] --skip-book: not building the book"),
@@ -124,6 +127,63 @@ fn tests(root: &Path, nats_server: &Result<PathBuf, String>) -> Outcome {
     let mut command = cargo(root, args);
     command.env("NATS_SERVER_BIN", nats_server);
     run_streamed(command)
+}
+
+/// The full stack's Prometheus configuration, its rule files and the
+/// rules' unit tests, checked by Prometheus's own `promtool` (the rest of
+/// the stack's checks are Rust tests, in `testkit::stack`). All three run
+/// even when one fails.
+fn stack(root: &Path, promtool: Option<PathBuf>) -> Outcome {
+    let Some(promtool) = promtool else {
+        return Outcome::CouldNotRun(
+            "promtool not found on PATH; it comes with Debian's package `prometheus` \
+             (apt-get install prometheus), or with a Prometheus release"
+                .to_owned(),
+        );
+    };
+    let listed = testkit::stack::rule_files(root)
+        .and_then(|rules| Ok((rules, testkit::stack::rule_test_files(root)?)));
+    let (rules, tests) = match listed {
+        Ok((rules, tests)) if !rules.is_empty() && !tests.is_empty() => (rules, tests),
+        Ok(_) => {
+            return Outcome::Failed(format!(
+                "no rule files (*.rules.yml) or no rule tests in {}",
+                testkit::stack::RULES_DIR
+            ));
+        }
+        Err(e) => return Outcome::Failed(format!("{e:#}")),
+    };
+    // Paths relative to the root, as a reader would type them.
+    let relative = |paths: &[PathBuf]| -> Vec<PathBuf> {
+        paths
+            .iter()
+            .map(|path| path.strip_prefix(root).unwrap_or(path).to_owned())
+            .collect()
+    };
+    let checks: [(&str, Vec<PathBuf>); 3] = [
+        (
+            "check config",
+            vec![PathBuf::from(testkit::stack::PROMETHEUS_CONFIG)],
+        ),
+        ("check rules", relative(&rules)),
+        ("test rules", relative(&tests)),
+    ];
+    let mut failed = Vec::new();
+    for (what, files) in checks {
+        let mut command = Command::new(&promtool);
+        command.args(what.split(' ')).args(&files).current_dir(root);
+        match run_streamed(command) {
+            Outcome::Passed => {}
+            Outcome::Failed(why) | Outcome::CouldNotRun(why) => {
+                failed.push(format!("promtool {what}: {why}"));
+            }
+        }
+    }
+    if failed.is_empty() {
+        Outcome::Passed
+    } else {
+        Outcome::Failed(failed.join("; "))
+    }
 }
 
 /// Builds the book. mdbook reports a missing `{{#include}}` target as an
@@ -304,6 +364,27 @@ mod tests {
         assert!(summary.contains("COULD NOT RUN (nats-server: no nats-server found.)"));
         assert!(summary.contains("tests could not run"));
         assert_eq!(summary.lines().last(), Some("xtask: 1 passed, 1 failed"));
+    }
+
+    #[test]
+    fn the_stack_step_says_when_promtool_is_missing() {
+        let root = crate::workspace_root();
+        let outcome = stack(&root, None);
+        assert!(
+            matches!(&outcome, Outcome::CouldNotRun(why) if why.contains("prometheus")),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn the_stack_step_runs_every_check_and_reports_each_failure() {
+        let root = crate::workspace_root();
+        let Outcome::Failed(why) = stack(&root, Some("false".into())) else {
+            panic!("a promtool that always fails passed");
+        };
+        for check in ["check config", "check rules", "test rules"] {
+            assert!(why.contains(check), "{why}");
+        }
     }
 
     #[test]

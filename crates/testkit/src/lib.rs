@@ -9,6 +9,7 @@ pub mod api;
 pub mod logs;
 pub mod otlp;
 pub mod progress;
+pub mod stack;
 pub mod system;
 
 use std::future::Future;
