@@ -93,3 +93,40 @@ pub fn mdbook() -> anyhow::Result<PathBuf> {
     }
     Ok(local)
 }
+
+/// `promtool`, for the stack's Prometheus checks: the one on `PATH`, else,
+/// when we run as root (as CI does), Debian's `prometheus` package installed
+/// with apt-get. It cannot be installed without root; the caller reports
+/// that as a check that could not run.
+pub fn promtool() -> anyhow::Result<PathBuf> {
+    if let Some(found) = find_on_path("promtool") {
+        return Ok(found);
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!(
+            "promtool not found on PATH, and installing it needs root: \
+             `sudo apt-get install prometheus` (Debian/Ubuntu), or put a Prometheus release's promtool on PATH"
+        );
+    }
+    println!("[xtask] no promtool found: installing Debian's `prometheus` package with apt-get");
+    for args in [
+        &["update", "-qq"][..],
+        &[
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "prometheus",
+        ][..],
+    ] {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!("apt-get {} failed ({status})", args.join(" "));
+        }
+    }
+    find_on_path("promtool").context("installed `prometheus`, but promtool is still not on PATH")
+}

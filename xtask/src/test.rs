@@ -43,6 +43,7 @@ pub fn run(root: &Path, args: &Args) -> ExitCode {
     // Provision first, so installers' output comes before the checks'.
     let nats_server = provisioned("nats-server", provision::nats_server());
     let mdbook = (!args.skip_book).then(|| provisioned("mdbook", provision::mdbook()));
+    let promtool = provisioned("promtool", provision::promtool());
 
     let mut steps = Vec::new();
     if args.skip_lint {
@@ -65,7 +66,7 @@ pub fn run(root: &Path, args: &Args) -> ExitCode {
     }
     steps.push(step("tests", || tests(root, &nats_server)));
     steps.push(step("stack", || {
-        stack(root, orders::nats_server::find_on_path("promtool"))
+        stack(root, promtool.as_ref().ok().cloned())
     }));
     match &mdbook {
         Some(mdbook) => steps.push(step("book", || book(root, mdbook))),
