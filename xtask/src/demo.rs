@@ -25,7 +25,7 @@ use testkit::OtlpReceiver;
 use crate::{provision, show};
 
 /// The package the demo runs: the most complete chapter written so far.
-pub const CHAPTER: &str = "ch03-grpc-tracing";
+pub const CHAPTER: &str = "final";
 
 /// The orders placed: (product, quantity). One product is sold out, so the
 /// demo shows the failure path next to the happy one.

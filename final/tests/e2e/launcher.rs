@@ -1,0 +1,133 @@
+//! `all`, as `cargo run` starts it: everything up, everything down.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use testkit::{Api, Service, Topology, order_body, wait_for};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::FINAL_BIN;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_runs_the_system_and_sigterm_stops_every_process() {
+    let topology = Topology::on_free_ports().unwrap();
+    let mut launcher = tokio::process::Command::new(
+        std::env::var_os("CHAPTER_BIN").unwrap_or_else(|| FINAL_BIN.into()),
+    )
+    .arg("all")
+    .args(topology.to_args())
+    // A flag of `all`'s, which its services get through their environment.
+    .arg("--api-token=launcher-token")
+    .env_remove("NATS_URL")
+    .env_remove("API_TOKEN")
+    .stdout(Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
+
+    // The banner tells where NATS runs and how to place an order.
+    let mut stdout = BufReader::new(launcher.stdout.take().unwrap()).lines();
+    let mut banner = Vec::new();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            banner.push(line);
+            if banner.last().unwrap().contains("Ctrl-C stops everything") {
+                return;
+            }
+        }
+        panic!("the launcher exited early:\n{}", banner.join("\n"));
+    })
+    .await;
+    assert!(
+        ready.is_ok(),
+        "no banner within 60 s:\n{}",
+        banner.join("\n")
+    );
+    let banner = banner.join("\n");
+    assert!(banner.contains("is ready"), "{banner}");
+    assert!(
+        banner.contains(&format!(
+            "curl -s -X POST http://{}/orders",
+            topology.gateway_http
+        )),
+        "{banner}"
+    );
+    assert!(banner.contains("Bearer launcher-token"), "{banner}");
+    for service in Service::ALL {
+        let scrape = format!("curl -s http://{}/metrics", topology.admin(service));
+        assert!(banner.contains(&scrape), "{banner}");
+    }
+    // Where the spans go, and how to see a request's trace id.
+    assert!(banner.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{banner}");
+    assert!(banner.contains("| grep -i traceresponse"), "{banner}");
+    // How to make each message a trace of its own.
+    assert!(banner.contains("--trace-relation link"), "{banner}");
+    assert!(banner.contains("TRACE_RELATION=link"), "{banner}");
+    // The services' lines pass through as they are: one JSON object each,
+    // between the launcher's own plain-text lines.
+    assert!(banner.contains("| jq -cR 'fromjson?"), "{banner}");
+    let json_lines: Vec<_> = banner
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| testkit::logs::parse(line).unwrap())
+        .collect();
+    for service in Service::ALL {
+        assert!(
+            json_lines
+                .iter()
+                .any(|line| line["service"] == service.name()),
+            "no line of {service}:\n{banner}"
+        );
+    }
+    let nats_port: u16 = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("nats     nats://127.0.0.1:"))
+        .expect("the banner names the NATS url")
+        .parse()
+        .unwrap();
+
+    let api = Api::new(
+        format!("http://{}", topology.gateway_http),
+        "launcher-token".into(),
+    );
+    let order_id = api.place_order(&order_body("1001", "A001", 1)).await;
+    assert_eq!(
+        api.wait_until_handled(&order_id).await["status"],
+        "completed"
+    );
+
+    kill(
+        Pid::from_raw(launcher.id().unwrap() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), launcher.wait())
+        .await
+        .expect("the launcher exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    // Nothing it started is left listening.
+    let mut ports: Vec<u16> = Service::ALL.map(|s| topology.admin(s).port()).to_vec();
+    ports.extend([
+        topology.gateway_http.port(),
+        topology.gateway_grpc.port(),
+        topology.logic_grpc.port(),
+        nats_port,
+    ]);
+    for port in ports {
+        wait_for(
+            &format!("port {port} to close"),
+            Duration::from_secs(10),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_err()
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}

@@ -1,0 +1,447 @@
+//! Chapter 02's lesson, checked from outside: every line a service writes
+//! to stdout is one JSON object with a trace id; one order's lines, in one
+//! trace since chapter 04 carries the context over NATS too; a client's
+//! `traceparent`; hostile input; no secret in any output; `RUST_LOG`.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use testkit::logs::{self, LogLine, Redactor, is_span_id, is_trace_id, str_field};
+use testkit::system::TEST_API_TOKEN;
+use testkit::{Api, DEADLINE, Service, System, order_body, wait_for};
+
+use crate::FINAL_BIN;
+
+/// Every line `service` wrote to stdout so far; fails unless each is one
+/// JSON object.
+fn lines(system: &System, service: Service) -> Vec<LogLine> {
+    logs::parse_all(&system.stdout(service))
+}
+
+/// Is `line` the line with `message` about order `order_id`?
+fn is(line: &LogLine, message: &str, order_id: &str) -> bool {
+    str_field(line, "message") == Some(message) && str_field(line, "order_id") == Some(order_id)
+}
+
+/// Waits until `service` wrote the line with `message` about `order_id`,
+/// and returns it.
+async fn wait_for_line(
+    system: &System,
+    service: Service,
+    message: &str,
+    order_id: &str,
+) -> LogLine {
+    wait_for(
+        &format!("{service} to log {message:?} for order {order_id}"),
+        DEADLINE,
+        || async {
+            lines(system, service)
+                .into_iter()
+                .find(|line| is(line, message, order_id))
+        },
+    )
+    .await
+}
+
+/// The lines written in the span of the first line `anchor` matches. The
+/// gateway's lines of one order are all in one trace since chapter 04: only
+/// their spans tell the request from task's callback.
+fn span_of(lines: &[LogLine], anchor: impl Fn(&LogLine) -> bool) -> Vec<&LogLine> {
+    let Some(span_id) = lines
+        .iter()
+        .find(|line| anchor(line))
+        .and_then(|line| str_field(line, "span_id"))
+    else {
+        return Vec::new();
+    };
+    lines
+        .iter()
+        .filter(|line| str_field(line, "span_id") == Some(span_id))
+        .collect()
+}
+
+/// The trace id of a line, which must have one.
+fn trace_id(line: &LogLine) -> &str {
+    str_field(line, "trace_id").unwrap_or_else(|| panic!("no trace_id in {line:?}"))
+}
+
+/// Checks what every line must have; returns what is wrong with it.
+fn problems(service: Service, line: &LogLine) -> Vec<String> {
+    let mut problems = Vec::new();
+    let timestamp = str_field(line, "timestamp").unwrap_or_default();
+    // RFC 3339 in UTC, as `2026-11-05T09:30:00.123456Z`.
+    let rfc3339 = timestamp.len() >= 20
+        && timestamp.as_bytes()[10] == b'T'
+        && timestamp.ends_with('Z')
+        && timestamp[..4].bytes().all(|b| b.is_ascii_digit());
+    if !rfc3339 {
+        problems.push(format!("timestamp {timestamp:?}"));
+    }
+    let level = str_field(line, "level").unwrap_or_default();
+    if !["trace", "debug", "info", "warn", "error"].contains(&level) {
+        problems.push(format!("level {level:?}"));
+    }
+    if str_field(line, "service") != Some(service.name()) {
+        problems.push(format!("service {:?}", line.get("service")));
+    }
+    if str_field(line, "target").is_none_or(str::is_empty) {
+        problems.push("no target".to_owned());
+    }
+    if str_field(line, "message").is_none() {
+        problems.push("no message".to_owned());
+    }
+    if !str_field(line, "trace_id").is_some_and(is_trace_id) {
+        problems.push(format!("trace_id {:?}", line.get("trace_id")));
+    }
+    if !str_field(line, "span_id").is_some_and(is_span_id) {
+        problems.push(format!("span_id {:?}", line.get("span_id")));
+    }
+    problems
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_line_of_every_service_is_a_json_object_with_a_trace_id() {
+    let system = System::start(FINAL_BIN).await;
+    let order_id = system.api.place_order(&order_body("1001", "A001", 2)).await;
+    system.api.wait_until_handled(&order_id).await;
+    let failed = system
+        .api
+        .place_order(&order_body("1001", "sold-out-lamp", 1))
+        .await;
+    system.api.wait_until_handled(&failed).await;
+    let (status, _) = system
+        .api
+        .get_order("00000000-0000-0000-0000-000000000000")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = Api::send(system.api.unauthenticated(Method::GET, "/orders/x")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    wait_for_line(&system, Service::Task, "order handled", &failed).await;
+
+    let mut wrong = Vec::new();
+    for service in Service::ALL {
+        let lines = lines(&system, service);
+        assert!(!lines.is_empty(), "{service} wrote no line");
+        for line in &lines {
+            let problems = problems(service, line);
+            if !problems.is_empty() {
+                wrong.push(format!("{service}: {}: {line:?}", problems.join(", ")));
+            }
+        }
+        let stderr = system.stderr(service);
+        assert!(stderr.is_empty(), "{service} wrote to stderr: {stderr:?}");
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// One order, as the four units of work that handle it log it. The context
+/// crosses gRPC and, since chapter 04, NATS: every line of every service is
+/// in the gateway's trace, `[trace-1]`.
+///
+/// `same_as_chapter_05` compares what `binary` shows with chapter 05's, the
+/// crate in `target` normalised: see [`normalise_target`].
+pub(crate) async fn one_order_in_the_logs_of_each_service(binary: &str) -> String {
+    let system = System::start(binary).await;
+    let order_id = system.api.place_order(&order_body("1001", "A001", 2)).await;
+    // Waiting on the logs, not on `GET /orders/{id}`, which would log too.
+    wait_for_line(&system, Service::Gateway, "result received", &order_id).await;
+    wait_for_line(&system, Service::Task, "order handled", &order_id).await;
+
+    let normalised = |service| {
+        let mut lines = lines(&system, service);
+        lines.iter_mut().for_each(normalise_target);
+        lines
+    };
+    let gateway = normalised(Service::Gateway);
+    let logic = normalised(Service::Logic);
+    let task = normalised(Service::Task);
+    let sections = [
+        (
+            "gateway: POST /orders",
+            span_of(&gateway, |line| is(line, "order accepted", &order_id)),
+        ),
+        (
+            "logic: CreateOrder",
+            logs::trace_of(&logic, |line| is(line, "order created", &order_id)),
+        ),
+        (
+            "task: one delivery of orders.created",
+            logs::trace_of(&task, |line| is(line, "order handled", &order_id)),
+        ),
+        (
+            "gateway: PushResult, task's callback",
+            span_of(&gateway, |line| is(line, "result received", &order_id)),
+        ),
+    ];
+
+    let traces: std::collections::BTreeSet<&str> = sections
+        .iter()
+        .map(|(_, lines)| trace_id(lines[0]))
+        .collect();
+    let trace = |section: usize| trace_id(sections[section].1[0]);
+    assert_eq!(trace(0), trace(1), "gateway -> logic: one trace");
+    assert_eq!(trace(2), trace(3), "task -> gateway: one trace");
+    assert_eq!(traces.len(), 1, "one trace, joined over NATS");
+
+    let mut redactor = Redactor::new();
+    let mut snapshot = String::new();
+    for (title, lines) in sections {
+        snapshot += &format!("{title}\n{}", redactor.lines(lines));
+    }
+    snapshot
+}
+
+/// `target` is the module path of the line's code. `final` is organized in
+/// more modules than chapter 05 (`orders_final::gateway::http` where the
+/// chapter has `ch05_profiling::gateway`), so the crate becomes `[crate]`
+/// and only the first module, the service or `telemetry`, is kept. A
+/// library's target stays as it is.
+pub(crate) fn normalise_target(line: &mut LogLine) {
+    let Some(target) = str_field(line, "target") else {
+        return;
+    };
+    let mut path = target.split("::");
+    let normalised = match (path.next(), path.next()) {
+        (Some("orders_final" | "ch05_profiling"), Some(module)) => format!("[crate]::{module}"),
+        _ => return,
+    };
+    line.insert("target".to_owned(), normalised.into());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_continues_a_trace_from_a_valid_traceparent() {
+    let system = System::start(FINAL_BIN).await;
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let request = system
+        .api
+        .request(Method::POST, "/orders")
+        .header("traceparent", format!("00-{client_trace}-{client_span}-01"))
+        .json(&order_body("1001", "A001", 1));
+    let (status, body) = Api::send(request).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let order_id = body["order_id"].as_str().unwrap();
+
+    let accepted = wait_for_line(&system, Service::Gateway, "order accepted", order_id).await;
+    assert_eq!(trace_id(&accepted), client_trace);
+    assert_ne!(
+        str_field(&accepted, "span_id"),
+        Some(client_span),
+        "the request's span is a child of the client's"
+    );
+    let gateway = lines(&system, Service::Gateway);
+    let request_lines = logs::trace_of(&gateway, |line| is(line, "order accepted", order_id));
+    let access = request_lines
+        .iter()
+        .find(|line| str_field(line, "message") == Some("request finished"))
+        .expect("the access line is in the client's trace");
+    assert_eq!(access["status"], 201);
+
+    // Carried on over gRPC: logic continues the client's trace.
+    let created = wait_for_line(&system, Service::Logic, "order created", order_id).await;
+    assert_eq!(trace_id(&created), client_trace);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_traceparent_starts_a_fresh_trace_and_fails_nothing() {
+    let system = System::start(FINAL_BIN).await;
+    let malformed = [
+        "not a traceparent",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        r#"00-"},{"level":"error"-01"#,
+    ];
+    let mut traces = std::collections::BTreeSet::new();
+    for traceparent in malformed {
+        let request = system
+            .api
+            .request(Method::POST, "/orders")
+            .header("traceparent", traceparent)
+            .json(&order_body("1001", "A001", 1));
+        let (status, body) = Api::send(request).await;
+        assert_eq!(status, StatusCode::CREATED, "{traceparent:?}: {body}");
+        let order_id = body["order_id"].as_str().unwrap();
+        let accepted = wait_for_line(&system, Service::Gateway, "order accepted", order_id).await;
+        let trace = trace_id(&accepted).to_owned();
+        assert!(is_trace_id(&trace), "{traceparent:?} gave {trace:?}");
+        assert!(
+            !traceparent.contains(&trace),
+            "{traceparent:?} was not taken"
+        );
+        traces.insert(trace);
+    }
+    assert_eq!(traces.len(), malformed.len(), "a fresh trace each time");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_input_cannot_break_a_line() {
+    let system = System::start(FINAL_BIN).await;
+    // Quotes, a backslash, a would-be JSON object and non-ASCII: valid in an
+    // id, so the order is accepted and the value logged as it is.
+    let user_id = r#"Ann "the" \ O'Brien}{"level":"error" ☃ 🦀"#;
+    let order_id = system
+        .api
+        .place_order(&order_body(user_id, "A001", 1))
+        .await;
+    let created = wait_for_line(&system, Service::Logic, "order created", &order_id).await;
+    assert_eq!(
+        str_field(&created, "user_id"),
+        Some(user_id),
+        "round-trips exactly"
+    );
+
+    let post = |body: Vec<u8>| {
+        system
+            .api
+            .request(Method::POST, "/orders")
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let rejected = [
+        (
+            "newline in user_id",
+            post(
+                json!({"user_id": "10\n01\r\n{\"level\":\"error\"}", "product_id": "A001", "quantity": 1})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "ANSI escape in product_id",
+            post(
+                json!({"user_id": "1001", "product_id": "\u{1b}[31mA001\u{1b}[0m", "quantity": 1})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "invalid UTF-8 in the body",
+            post(b"{\"user_id\":\"\xff\xfe\n\",\"product_id\":\"A001\",\"quantity\":1}".to_vec()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "escapes in the path",
+            system
+                .api
+                .request(Method::GET, "/orders/%22%0A%1B%5B31m%7B%7D"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "escapes in an unknown path",
+            system.api.request(Method::GET, "/%0A%7B%22level%22%7D"),
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (name, request, expected) in rejected {
+        let (status, body) = Api::send(request).await;
+        assert_eq!(status, expected, "{name}: {body}");
+    }
+    // A fence: once this order is handled, every request above was logged.
+    let fence = system.api.place_order(&order_body("1001", "A001", 1)).await;
+    wait_for_line(&system, Service::Gateway, "result received", &fence).await;
+    wait_for_line(&system, Service::Task, "order handled", &fence).await;
+
+    for service in Service::ALL {
+        for line in lines(&system, service) {
+            let problems = problems(service, &line);
+            assert!(problems.is_empty(), "{service}: {problems:?}: {line:?}");
+        }
+    }
+    let gateway = lines(&system, Service::Gateway);
+    let routes: Vec<&str> = gateway
+        .iter()
+        .filter_map(|line| str_field(line, "route"))
+        .collect();
+    assert!(
+        routes
+            .iter()
+            .all(|route| ["/orders", "/orders/{order_id}", "unmatched"].contains(route)),
+        "a route is a template, never the raw path: {routes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_output_has_the_token_or_the_authorization_header() {
+    let system = System::start(FINAL_BIN).await;
+    let order_id = system.api.place_order(&order_body("1001", "A001", 1)).await;
+    system.api.wait_until_handled(&order_id).await;
+    let wrong_token = "wrong-token-5b2e";
+    for request in [
+        system
+            .api
+            .unauthenticated(Method::POST, "/orders")
+            .bearer_auth(wrong_token)
+            .json(&order_body("1", "A", 1)),
+        system
+            .api
+            .unauthenticated(Method::GET, "/orders/x")
+            .basic_auth("user", Some(TEST_API_TOKEN)),
+        system
+            .api
+            .unauthenticated(Method::GET, "/orders/x")
+            .header("authorization", TEST_API_TOKEN),
+        system.api.unauthenticated(Method::GET, "/orders/x"),
+    ] {
+        let (status, _) = Api::send(request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    wait_for("the four refusals to be logged", DEADLINE, || async {
+        let refused = lines(&system, Service::Gateway)
+            .iter()
+            .filter(|line| line.get("status") == Some(&json!(401)))
+            .count();
+        (refused == 4).then_some(())
+    })
+    .await;
+
+    for service in Service::ALL {
+        let output = [system.stdout(service), system.stderr(service)].concat();
+        assert!(!output.is_empty());
+        for line in output {
+            assert!(!line.contains(TEST_API_TOKEN), "{service}: {line}");
+            assert!(!line.contains(wrong_token), "{service}: {line}");
+            assert!(
+                !line.to_lowercase().contains("authorization"),
+                "{service}: {line}"
+            );
+        }
+    }
+}
+
+/// `RUST_LOG=warn` leaves out the info lines, and what is left keeps its
+/// trace id: spans exist whatever the level of the lines written.
+#[tokio::test(flavor = "multi_thread")]
+async fn rust_log_sets_the_level() {
+    let mut system = System::builder(FINAL_BIN)
+        .env("RUST_LOG", "warn")
+        .start()
+        .await;
+    let order_id = system.api.place_order(&order_body("1001", "A001", 1)).await;
+    system.api.wait_until_handled(&order_id).await;
+    system.stop(Service::Logic).await;
+    let (status, _) = system.api.get_order(&order_id).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    for service in Service::ALL {
+        for line in lines(&system, service) {
+            assert_ne!(line["level"], "info", "{service}: {line:?}");
+            assert!(problems(service, &line).is_empty(), "{service}: {line:?}");
+        }
+    }
+    let gateway = lines(&system, Service::Gateway);
+    let failed = gateway
+        .iter()
+        .find(|line| str_field(line, "message") == Some("request failed"))
+        .expect("the 503 is logged");
+    assert_eq!(failed["level"], "error");
+    assert_eq!(failed["status"], 503);
+    let cause = logs::trace_of(&gateway, |line| {
+        str_field(line, "message") == Some("the call to logic failed")
+    });
+    assert_eq!(cause.len(), 2, "the cause and the access line: {cause:?}");
+    assert_eq!(cause[0]["level"], "warn");
+    assert_eq!(cause[1]["message"], "request failed");
+}

@@ -1,0 +1,28 @@
+//! End-to-end tests of `final`: the real binary, a real nats-server, real
+//! HTTP and gRPC on loopback, a real OTLP receiver for the spans.
+//!
+//! `final` must behave as chapter 05 does, so chapter 05's tests run here
+//! against `final` (`faults`, `flow`, `launcher`, `logs`, `messaging`,
+//! `metrics`, `profiling`, `rejections`, `traces`), except those that
+//! compare with a snapshot: `same_as_chapter_05` runs them against both
+//! binaries and compares the two, so that the two cannot drift. What only
+//! `final` does is in `help`, `health` and `shutdown`.
+
+mod faults;
+mod flow;
+mod health;
+mod help;
+mod launcher;
+mod logs;
+mod messaging;
+mod metrics;
+mod profiling;
+mod progress;
+mod rejections;
+mod same_as_chapter_05;
+mod shutdown;
+mod stack;
+mod traces;
+
+/// The binary under test: `final`, unless `CHAPTER_BIN` names another.
+const FINAL_BIN: &str = env!("CARGO_BIN_EXE_final");

@@ -1,0 +1,378 @@
+//! Chapter 04's lesson, checked at a real OTLP receiver and on the wire:
+//! logic's `publish orders.created` (producer) puts its context into the
+//! message's headers; task's `process orders.created` (consumer) continues
+//! from it, as its child and linked to it by default, or as the root of a
+//! new trace only linked to it with `--trace-relation link`. A redelivery
+//! is a span of its own; a message with a malformed `traceparent` is
+//! handled all the same.
+
+use std::collections::BTreeSet;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::message::PublishMessage;
+use futures::StreamExt;
+use testkit::logs::{self, is_span_id, is_trace_id, str_field};
+use testkit::otlp::{ReceivedSpan, render_trace};
+use testkit::{DEADLINE, Service, wait_for};
+
+use crate::traces::{
+    CREATE_ORDER, PUSH_RESULT, attribute, hex, post_order, sent, system, system_of,
+};
+
+const PUBLISH: &str = "publish orders.created";
+const PROCESS: &str = "process orders.created";
+const DELIVERY_COUNT: &str = "messaging.nats.message.delivery_count";
+
+/// What the snapshots show of each span.
+const ATTRIBUTES: &[&str] = &[
+    "http.response.status_code",
+    "rpc.grpc.status_code",
+    "messaging.system",
+    "messaging.destination.name",
+    "messaging.operation.type",
+    "messaging.operation.name",
+    "messaging.message.id",
+    "messaging.consumer.group.name",
+    DELIVERY_COUNT,
+    "error.type",
+    "order_id",
+];
+
+/// logic's producer span of the message of `order_id`, in any trace.
+fn producer<'a>(spans: &'a [ReceivedSpan], order_id: &str) -> Option<&'a ReceivedSpan> {
+    spans.iter().find(|s| {
+        s.service == "logic"
+            && s.span.name == PUBLISH
+            && attribute(s, "messaging.message.id").as_deref() == Some(order_id)
+    })
+}
+
+/// task's consumer spans of the message of `order_id`, one per delivery,
+/// in the order they started.
+fn deliveries<'a>(spans: &'a [ReceivedSpan], order_id: &str) -> Vec<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| {
+            s.service == "task"
+                && s.span.name == PROCESS
+                && attribute(s, "messaging.message.id").as_deref() == Some(order_id)
+        })
+        .collect()
+}
+
+/// The children of `parent` in `spans`.
+fn children<'a>(spans: &'a [ReceivedSpan], parent: &ReceivedSpan) -> Vec<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| {
+            s.span.trace_id == parent.span.trace_id && s.span.parent_span_id == parent.span.span_id
+        })
+        .collect()
+}
+
+fn is_error(span: &ReceivedSpan) -> bool {
+    span.span.status.as_ref().is_some_and(|s| s.code == 2)
+}
+
+/// The consumer span links to the producer span: same trace id, same span id.
+fn assert_links_to(consumer: &ReceivedSpan, producer: &ReceivedSpan) {
+    let [link] = &consumer.span.links[..] else {
+        panic!("one link: {:?}", consumer.span.links)
+    };
+    assert_eq!(link.trace_id, producer.span.trace_id, "the link's trace id");
+    assert_eq!(link.span_id, producer.span.span_id, "the link's span id");
+}
+
+fn from_hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// By default one order is one trace, one tree: from the gateway's
+/// `POST /orders` through logic's publish to task's delivery, its handling
+/// and its callback to the gateway. The consumer span is the child of the
+/// producer span and links to it as well.
+/// `same_as_chapter_05` compares what `binary` shows with chapter 05's.
+pub(crate) async fn by_default_one_order_is_one_trace_across_nats(binary: &str) -> String {
+    let system = system_of(binary).start().await;
+    let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
+    system.api.wait_until_handled(&order_id).await;
+    let spans = system
+        .wait_for_spans("every span of the order", |spans| {
+            sent(spans, "gateway", "POST /orders", &trace)
+                && sent(spans, "gateway", PUSH_RESULT, &trace)
+                && sent(spans, "logic", CREATE_ORDER, &trace)
+                && sent(spans, "task", PROCESS, &trace)
+        })
+        .await;
+
+    let publish = producer(&spans, &order_id).expect("logic's publish span");
+    assert_eq!(hex(&publish.span.trace_id), trace);
+    assert_eq!(publish.span.kind, 4, "producer");
+    let [process] = deliveries(&spans, &order_id)[..] else {
+        panic!("one delivery")
+    };
+    assert_eq!(process.span.kind, 5, "consumer");
+    assert_eq!(process.span.trace_id, publish.span.trace_id, "one trace");
+    assert_eq!(process.span.parent_span_id, publish.span.span_id, "a child");
+    assert_links_to(process, publish);
+    let handle = children(&spans, process);
+    assert!(
+        handle.iter().any(|s| s.span.name == "handle"),
+        "task's handling is inside the delivery's span"
+    );
+
+    let redact = |value: &str| value.replace(&order_id, "[order-1]");
+    render_trace(&spans, &from_hex(&trace), ATTRIBUTES, &redact)
+}
+
+/// With `--trace-relation link` each delivery starts a trace of its own
+/// that only links to the publish: the order is two traces.
+/// `same_as_chapter_05` compares what `binary` shows with chapter 05's.
+pub(crate) async fn with_trace_relation_link_each_message_is_a_trace_that_links(
+    binary: &str,
+) -> String {
+    let system = system_of(binary)
+        .arg(Service::Task, "--trace-relation=link")
+        .start()
+        .await;
+    let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
+    system.api.wait_until_handled(&order_id).await;
+    let spans = system
+        .wait_for_spans("every span of the order", |spans| {
+            sent(spans, "gateway", "POST /orders", &trace)
+                && sent(spans, "logic", CREATE_ORDER, &trace)
+                && deliveries(spans, &order_id).first().is_some_and(|process| {
+                    sent(spans, "gateway", PUSH_RESULT, &hex(&process.span.trace_id))
+                })
+        })
+        .await;
+    let process = deliveries(&spans, &order_id)[0];
+    assert_ne!(hex(&process.span.trace_id), trace, "a trace of its own");
+    assert!(process.span.parent_span_id.is_empty(), "a root span");
+
+    let redact = |value: &str| value.replace(&order_id, "[order-1]");
+    let render = |trace_id: &[u8]| render_trace(&spans, trace_id, ATTRIBUTES, &redact);
+    let snapshot = format!(
+        "POST /orders, the trace the gateway named in traceresponse:\n{}\n\
+         task's delivery of the message, a trace that links to the publish:\n{}",
+        render(&from_hex(&trace)),
+        render(&process.span.trace_id),
+    );
+    snapshot
+}
+
+/// `TRACE_RELATION=link`: the consumer span's link names the producer
+/// span's trace id and span id, byte for byte; task's log line for the
+/// order is in the consumer's trace.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_points_at_the_producer_span() {
+    let system = system().env("TRACE_RELATION", "link").start().await;
+    let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
+    system.api.wait_until_handled(&order_id).await;
+    let spans = system
+        .wait_for_spans("the publish and the delivery", |spans| {
+            sent(spans, "logic", CREATE_ORDER, &trace) && !deliveries(spans, &order_id).is_empty()
+        })
+        .await;
+    let publish = producer(&spans, &order_id).expect("logic's publish span");
+    let process = deliveries(&spans, &order_id)[0];
+    assert_ne!(process.span.trace_id, publish.span.trace_id);
+    assert!(process.span.parent_span_id.is_empty(), "a root span");
+    assert_links_to(process, publish);
+
+    let handled = wait_for("task's line for the order", DEADLINE, || async {
+        logs::parse_all(&system.stdout(Service::Task))
+            .into_iter()
+            .find(|line| {
+                str_field(line, "message") == Some("order handled")
+                    && str_field(line, "order_id") == Some(&order_id)
+            })
+    })
+    .await;
+    assert_eq!(
+        str_field(&handled, "trace_id"),
+        Some(hex(&process.span.trace_id).as_str())
+    );
+}
+
+/// By default, every line any service wrote about the order carries the
+/// trace id the gateway named in its `traceresponse`.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_line_about_an_order_carries_one_trace_id() {
+    let system = system().start().await;
+    let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
+    // Waiting on the lines, not on `GET /orders/{id}`: a request of its own.
+    let about_the_order = || {
+        Service::ALL.into_iter().flat_map(|service| {
+            logs::parse_all(&system.stdout(service))
+                .into_iter()
+                .filter(|line| str_field(line, "order_id") == Some(&order_id))
+                .map(move |line| (service, line))
+        })
+    };
+    wait_for("task's and the gateway's lines", DEADLINE, || async {
+        let messages: BTreeSet<String> = about_the_order()
+            .filter_map(|(_, line)| str_field(&line, "message").map(str::to_owned))
+            .collect();
+        (messages.contains("order handled") && messages.contains("result received")).then_some(())
+    })
+    .await;
+
+    let lines: Vec<_> = about_the_order().collect();
+    let services: BTreeSet<Service> = lines.iter().map(|(service, _)| *service).collect();
+    assert_eq!(services.len(), 3, "lines of every service: {lines:?}");
+    for (service, line) in &lines {
+        assert_eq!(
+            str_field(line, "trace_id"),
+            Some(trace.as_str()),
+            "{service}: {line:?}"
+        );
+    }
+}
+
+/// A plain NATS subscriber sees what logic put on the wire: a W3C
+/// `traceparent` header, `00-<trace id>-<span id>-<flags>`, naming the
+/// order's trace and logic's publish span.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_message_carries_a_traceparent_on_the_wire() {
+    let system = system().start().await;
+    let client = system.nats_client().await;
+    let mut wire = client.subscribe("orders.created").await.unwrap();
+    // The server knows of the subscription once a round trip is done.
+    client.flush().await.unwrap();
+    let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
+
+    let message = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let message = wire.next().await.expect("the subscription is open");
+            let body: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+            if body["order_id"] == order_id.as_str() {
+                return message;
+            }
+        }
+    })
+    .await
+    .expect("the message on the wire");
+    let headers = message.headers.unwrap_or_else(HeaderMap::new);
+    let traceparent = headers
+        .get("traceparent")
+        .expect("a traceparent header")
+        .as_str()
+        .to_owned();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    let [version, trace_id, span_id, flags] = parts[..] else {
+        panic!("traceparent {traceparent:?} is not version-trace-span-flags")
+    };
+    assert_eq!(version, "00", "{traceparent}");
+    assert!(is_trace_id(trace_id), "{traceparent}");
+    assert!(is_span_id(span_id), "{traceparent}");
+    assert_eq!(flags, "01", "sampled: {traceparent}");
+    assert_eq!(trace_id, trace, "the order's trace");
+    assert_eq!(
+        headers.get("Nats-Msg-Id").map(|id| id.as_str()),
+        Some(order_id.as_str()),
+        "the order id stays the message id"
+    );
+
+    let spans = system
+        .wait_for_spans("logic's publish span", |spans| {
+            producer(spans, &order_id).is_some()
+        })
+        .await;
+    let publish = producer(&spans, &order_id).unwrap();
+    assert_eq!(hex(&publish.span.span_id), span_id, "the publish span");
+}
+
+/// A delivery that fails is redelivered, and each delivery is a span of its
+/// own in the order's trace, numbered: the gateway is down for the first,
+/// so task's callback fails and the message is not acked; once the gateway
+/// is back, a later delivery is handled.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_delivery_is_a_span_of_its_own() {
+    let mut system = system().start().await;
+    // task is away while the order is placed, the gateway when task is back.
+    system.stop(Service::Task).await;
+    let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
+    system.stop(Service::Gateway).await;
+    system.restart(Service::Task).await;
+    wait_for("task's first callback to fail", DEADLINE, || async {
+        logs::parse_all(&system.stdout(Service::Task))
+            .into_iter()
+            .find(|line| {
+                str_field(line, "message") == Some("callback failed, redelivery scheduled")
+                    && str_field(line, "order_id") == Some(&order_id)
+            })
+    })
+    .await;
+    system.restart(Service::Gateway).await;
+    system.api.wait_until_handled(&order_id).await;
+
+    let spans = system
+        .wait_for_spans("a failed delivery, then a handled one", |spans| {
+            let deliveries = deliveries(spans, &order_id);
+            deliveries.len() >= 2
+                && deliveries.iter().any(|s| !is_error(s))
+                && sent(spans, "gateway", PUSH_RESULT, &trace)
+        })
+        .await;
+    let publish = producer(&spans, &order_id).expect("logic's publish span");
+    let deliveries = deliveries(&spans, &order_id);
+    let counts: Vec<String> = deliveries
+        .iter()
+        .map(|s| attribute(s, DELIVERY_COUNT).unwrap_or_default())
+        .collect();
+    let expected: Vec<String> = (1..=deliveries.len()).map(|n| n.to_string()).collect();
+    assert_eq!(counts, expected, "numbered in order");
+    let (handled, failed) = deliveries.split_last().unwrap();
+    for delivery in deliveries.iter() {
+        assert_eq!(hex(&delivery.span.trace_id), trace, "the order's trace");
+        assert_eq!(delivery.span.parent_span_id, publish.span.span_id);
+        assert_links_to(delivery, publish);
+    }
+    for delivery in failed {
+        assert!(is_error(delivery), "a failed delivery is an error");
+        assert_eq!(attribute(delivery, "error.type").as_deref(), Some("nak"));
+    }
+    assert!(!is_error(handled), "the last delivery was handled");
+}
+
+/// A message whose `traceparent` is not one (another publisher's, a
+/// hostile one) starts a fresh trace, without a link, and is handled.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_traceparent_in_a_message_starts_a_fresh_trace() {
+    let system = system().start().await;
+    let jetstream = async_nats::jetstream::new(system.nats_client().await);
+    let order_id = "foreign-0001";
+    let order = serde_json::json!({
+        "order_id": order_id,
+        "user_id": "1001",
+        "product_id": "A001",
+        "quantity": 1,
+        "created_at_unix_ms": 0,
+    });
+    let mut headers = HeaderMap::new();
+    headers.insert("traceparent", "00-not-a-trace-context-01");
+    let message = PublishMessage::build()
+        .payload(serde_json::to_vec(&order).unwrap().into())
+        .headers(headers)
+        .message_id(order_id);
+    jetstream
+        .send_publish("orders.created", message)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let spans = system
+        .wait_for_spans("the delivery of the message", |spans| {
+            !deliveries(spans, order_id).is_empty()
+        })
+        .await;
+    let process = deliveries(&spans, order_id)[0];
+    assert!(process.span.parent_span_id.is_empty(), "a root span");
+    assert!(process.span.links.is_empty(), "nothing to link to");
+    assert!(!is_error(process), "handled");
+}

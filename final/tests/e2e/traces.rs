@@ -1,0 +1,583 @@
+//! Chapter 03's lesson, checked at a real OTLP receiver: the spans of one
+//! order, one trace from the gateway to logic's database and, since chapter
+//! 04 carries the context over NATS, on to task and back to the gateway;
+//! the context in gRPC metadata both ways; the `traceresponse` header; a
+//! hostile `traceparent`; a collector that is down; SIGTERM; the sampler.
+//! Chapter 04's own checks are in `messaging`.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use reqwest::{Method, StatusCode};
+use testkit::logs::{self, is_span_id, is_trace_id, str_field};
+use testkit::otlp::{ReceivedSpan, render_trace};
+use testkit::{Api, DEADLINE, Service, System, SystemBuilder, order_body, wait_for};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::FINAL_BIN;
+
+/// A system whose services send their spans every 100 ms rather than every
+/// 5 s, so that the tests wait less.
+pub(crate) fn system() -> SystemBuilder {
+    system_of(FINAL_BIN)
+}
+
+/// The same, of `binary`.
+pub(crate) fn system_of(binary: &str) -> SystemBuilder {
+    System::builder(binary).env("OTEL_BSP_SCHEDULE_DELAY", "100")
+}
+
+/// The ids a `traceresponse` header names: trace id, span id, flags.
+pub(crate) fn trace_response(response: &reqwest::Response) -> (String, String, String) {
+    let header = response
+        .headers()
+        .get("traceresponse")
+        .expect("a traceresponse header")
+        .to_str()
+        .unwrap();
+    let parts: Vec<&str> = header.split('-').collect();
+    let [version, trace_id, span_id, flags] = parts[..] else {
+        panic!("traceresponse {header:?} is not version-trace-span-flags")
+    };
+    assert_eq!(version, "00", "{header}");
+    assert!(is_trace_id(trace_id), "{header}");
+    assert!(is_span_id(span_id), "{header}");
+    assert!(flags == "00" || flags == "01", "{header}");
+    (trace_id.to_owned(), span_id.to_owned(), flags.to_owned())
+}
+
+/// `POST /orders` with a valid order and, if given, a `traceparent`; returns
+/// the order id and what the `traceresponse` header names.
+pub(crate) async fn post_order(
+    api: &Api,
+    traceparent: Option<&str>,
+) -> (String, (String, String, String)) {
+    let mut request = api
+        .request(Method::POST, "/orders")
+        .json(&order_body("1001", "A001", 2));
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    let response = request.send().await.expect("sending POST /orders");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let ids = trace_response(&response);
+    let body: serde_json::Value = response.json().await.unwrap();
+    (body["order_id"].as_str().unwrap().to_owned(), ids)
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) const CREATE_ORDER: &str = "orders.v1.OrderService/CreateOrder";
+pub(crate) const PUSH_RESULT: &str = "orders.v1.GatewayCallback/PushResult";
+
+/// Has `service` sent its span `name` of trace `trace`? A service sends its
+/// spans in the order they end, so once the span that ends last arrived,
+/// the others have too.
+pub(crate) fn sent(spans: &[ReceivedSpan], service: &str, name: &str, trace: &str) -> bool {
+    spans
+        .iter()
+        .any(|s| s.service == service && s.span.name == name && hex(&s.span.trace_id) == trace)
+}
+
+/// The span of `service` named `name`, in trace `trace`.
+pub(crate) fn find<'a>(
+    spans: &'a [ReceivedSpan],
+    service: &str,
+    name: &str,
+    trace: &str,
+) -> &'a ReceivedSpan {
+    spans
+        .iter()
+        .find(|s| s.service == service && s.span.name == name && hex(&s.span.trace_id) == trace)
+        .unwrap_or_else(|| panic!("no span {service} {name} in trace {trace}"))
+}
+
+/// A span attribute as text.
+pub(crate) fn attribute(span: &ReceivedSpan, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    let value = span
+        .span
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?;
+    Some(match value {
+        Value::StringValue(s) => s.clone(),
+        Value::IntValue(i) => i.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
+/// The trace task's handling of `order_id` started.
+fn task_trace(spans: &[ReceivedSpan], order_id: &str) -> Option<String> {
+    spans
+        .iter()
+        .find(|s| {
+            s.service == "task"
+                && s.span.name == "handle"
+                && attribute(s, "order_id").as_deref() == Some(order_id)
+        })
+        .map(|s| hex(&s.span.trace_id))
+}
+
+/// What the snapshots show of each span.
+const ATTRIBUTES: &[&str] = &[
+    "http.request.method",
+    "http.route",
+    "http.response.status_code",
+    "rpc.system",
+    "rpc.service",
+    "rpc.method",
+    "rpc.grpc.status_code",
+    "db.system.name",
+    "db.operation.name",
+    "db.collection.name",
+    "error.type",
+    "order_id",
+];
+
+/// One order, as the spans the services sent show it: the trace of the
+/// `POST`, from the gateway through logic to its database, and since
+/// chapter 04 on through NATS to task's handling and its callback to the
+/// gateway. Then the
+/// `GET` of an order that does not exist: an error for the gateway's call,
+/// not for logic, which answered as it should; and a `POST` while logic is
+/// down: an error for the gateway's call and for its request.
+/// `same_as_chapter_05` compares what `binary` shows with chapter 05's.
+pub(crate) async fn one_order_as_its_spans_show_it(binary: &str) -> String {
+    let mut system = system_of(binary).start().await;
+    let (order_id, (post_trace, _, flags)) = post_order(&system.api, None).await;
+    assert_eq!(flags, "01", "sampled: every trace is kept by default");
+    system.api.wait_until_handled(&order_id).await;
+    let missing = "00000000-0000-0000-0000-000000000000";
+    let response = system
+        .api
+        .request(Method::GET, &format!("/orders/{missing}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let (get_trace, _, _) = trace_response(&response);
+
+    let spans = system
+        .wait_for_spans("the spans of the order and of the GET", |spans| {
+            sent(spans, "gateway", "POST /orders", &post_trace)
+                && sent(spans, "logic", CREATE_ORDER, &post_trace)
+                && task_trace(spans, &order_id)
+                    .is_some_and(|task| sent(spans, "gateway", PUSH_RESULT, &task))
+                && sent(spans, "gateway", "GET /orders/{order_id}", &get_trace)
+                && sent(
+                    spans,
+                    "logic",
+                    "orders.v1.OrderService/GetOrder",
+                    &get_trace,
+                )
+        })
+        .await;
+    let task = task_trace(&spans, &order_id).unwrap();
+    assert_eq!(task, post_trace, "one trace per order since chapter 04");
+
+    system.stop(Service::Logic).await;
+    let response = system
+        .api
+        .request(Method::POST, "/orders")
+        .json(&order_body("1001", "A001", 2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (down_trace, _, _) = trace_response(&response);
+    let spans = system
+        .wait_for_spans("the spans of the POST while logic is down", |spans| {
+            sent(spans, "gateway", "POST /orders", &down_trace)
+        })
+        .await;
+
+    let redact = |value: &str| value.replace(&order_id, "[order-1]");
+    let render = |trace: &str| {
+        let bytes: Vec<u8> = (0..trace.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&trace[i..i + 2], 16).unwrap())
+            .collect();
+        render_trace(&spans, &bytes, ATTRIBUTES, &redact)
+    };
+    let snapshot = format!(
+        "POST /orders, the trace the gateway named in traceresponse:\n{}\n\
+         GET /orders/{{order_id}} of an order that does not exist:\n{}\n\
+         POST /orders while logic is down:\n{}",
+        render(&post_trace),
+        render(&get_trace),
+        render(&down_trace),
+    );
+    snapshot
+}
+
+/// gateway -> logic and task -> gateway: the server's span is the child of
+/// the client's, in the client's trace, and the log lines of both sides
+/// carry that trace id: since chapter 04, the order's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_trace_context_crosses_grpc_both_ways() {
+    let system = system().start().await;
+    let (order_id, (trace, span, _)) = post_order(&system.api, None).await;
+    system.api.wait_until_handled(&order_id).await;
+    let spans = system
+        .wait_for_spans("the spans of the order", |spans| {
+            sent(spans, "gateway", "POST /orders", &trace)
+                && sent(spans, "logic", CREATE_ORDER, &trace)
+                && task_trace(spans, &order_id)
+                    .is_some_and(|task| sent(spans, "gateway", PUSH_RESULT, &task))
+        })
+        .await;
+
+    // The traceresponse names the gateway's span of the request.
+    let post = find(&spans, "gateway", "POST /orders", &trace);
+    assert_eq!(hex(&post.span.span_id), span);
+    assert!(post.span.parent_span_id.is_empty(), "a new trace");
+
+    // gateway -> logic.
+    let method = CREATE_ORDER;
+    let client = find(&spans, "gateway", method, &trace);
+    let server = find(&spans, "logic", method, &trace);
+    assert_eq!(client.span.kind, 3, "client");
+    assert_eq!(server.span.kind, 2, "server");
+    assert_eq!(client.span.parent_span_id, post.span.span_id);
+    assert_eq!(server.span.parent_span_id, client.span.span_id);
+
+    // task -> gateway: the order's trace, which NATS carried to task.
+    let task = task_trace(&spans, &order_id).unwrap();
+    assert_eq!(task, trace, "NATS carries the context since chapter 04");
+    let method = PUSH_RESULT;
+    let client = find(&spans, "task", method, &task);
+    let server = find(&spans, "gateway", method, &task);
+    assert_eq!(server.span.parent_span_id, client.span.span_id);
+
+    // The log lines for the order carry the same trace ids.
+    let line = |service: Service, message: &str| {
+        let lines = logs::parse_all(&system.stdout(service));
+        let line = lines
+            .into_iter()
+            .find(|line| {
+                str_field(line, "message") == Some(message)
+                    && str_field(line, "order_id") == Some(&order_id)
+            })
+            .unwrap_or_else(|| panic!("{service} logged no {message:?}"));
+        str_field(&line, "trace_id").unwrap().to_owned()
+    };
+    assert_eq!(line(Service::Gateway, "order accepted"), trace);
+    assert_eq!(line(Service::Logic, "order created"), trace);
+    assert_eq!(line(Service::Task, "order handled"), task);
+    assert_eq!(line(Service::Gateway, "result received"), task);
+}
+
+/// A `traceparent` that is not one starts a fresh trace, and the request
+/// goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_traceparent_starts_a_fresh_trace() {
+    let system = system().start().await;
+    let valid_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let malformed = [
+        "garbage".to_owned(),
+        format!("ff-{valid_trace}-00f067aa0ba902b7-01"),
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_owned(),
+        format!(
+            "00-{valid_trace}-00f067aa0ba902b7-01-{}",
+            "0".repeat(10_000)
+        ),
+        format!("00-{}-00f067aa0ba902b7-01", "a".repeat(10_000)),
+    ];
+    let mut traces = Vec::new();
+    for traceparent in &malformed {
+        let (_, (trace, _, flags)) = post_order(&system.api, Some(traceparent)).await;
+        assert!(!traceparent.contains(&trace), "{traceparent:.60} was taken");
+        assert_eq!(flags, "01");
+        traces.push(trace);
+    }
+    let spans = system
+        .wait_for_spans("the POST of every request", |spans| {
+            traces
+                .iter()
+                .all(|trace| sent(spans, "gateway", "POST /orders", trace))
+        })
+        .await;
+    for trace in &traces {
+        let post = find(&spans, "gateway", "POST /orders", trace);
+        assert!(post.span.parent_span_id.is_empty(), "a root span");
+    }
+    traces.sort();
+    traces.dedup();
+    assert_eq!(traces.len(), malformed.len(), "a fresh trace each time");
+}
+
+/// The line each service writes when sending its spans starts to fail.
+const SENDING_FAILED: &str = "sending spans failed; they are dropped until the collector answers";
+
+/// The lines of `service` about sending spans.
+fn lines_about_spans(system: &System, service: Service) -> Vec<String> {
+    system
+        .stdout(service)
+        .into_iter()
+        .filter(|line| {
+            let line = line.to_lowercase();
+            line.contains("export") || line.contains("sending spans")
+        })
+        .collect()
+}
+
+/// With no collector listening, 100 orders go through as fast as ever, and
+/// each service says once that its spans are dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_no_collector_orders_complete_as_fast_as_ever() {
+    let nobody = orders::ports::reserve().unwrap();
+    let endpoint = format!("http://127.0.0.1:{nobody}");
+    let system = system()
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .start()
+        .await;
+
+    let api = &system.api;
+    let answers: Vec<(StatusCode, Duration, String)> = futures::stream::iter(0..100)
+        .map(|i| async move {
+            let started = Instant::now();
+            let (status, body) = api
+                .post_order(&order_body(&format!("u{i}"), "A001", 1))
+                .await;
+            let order_id = body["order_id"].as_str().unwrap_or_default().to_owned();
+            (status, started.elapsed(), order_id)
+        })
+        .buffer_unordered(10)
+        .collect()
+        .await;
+    assert!(
+        answers
+            .iter()
+            .all(|(status, _, _)| *status == StatusCode::CREATED),
+        "every order is accepted"
+    );
+    // Were spans sent on the request's path, every POST would first wait
+    // out the exporter's retries, about 0.7 s. Ten at a time on a small
+    // machine, half of them take well under 0.1 s either way.
+    let mut took: Vec<Duration> = answers.iter().map(|(_, took, _)| *took).collect();
+    took.sort();
+    let median = took[took.len() / 2];
+    assert!(
+        median < Duration::from_millis(700),
+        "median POST {median:?}"
+    );
+    for (_, _, order_id) in &answers {
+        let order = system.api.wait_until_handled(order_id).await;
+        assert_eq!(order["status"], "completed");
+    }
+
+    for service in Service::ALL {
+        let warned = wait_for(
+            &format!("{service} to log the failure"),
+            DEADLINE,
+            || async {
+                logs::parse_all(&system.stdout(service))
+                    .into_iter()
+                    .find(|line| str_field(line, "message") == Some(SENDING_FAILED))
+            },
+        )
+        .await;
+        assert_eq!(warned["level"], "warn");
+        assert_eq!(str_field(&warned, "endpoint"), Some(endpoint.as_str()));
+        let about_spans = lines_about_spans(&system, service);
+        assert_eq!(about_spans.len(), 1, "{service}: {about_spans:#?}");
+        let stderr = system.stderr(service);
+        assert!(stderr.is_empty(), "{service} wrote to stderr: {stderr:?}");
+    }
+}
+
+/// A collector that answers every export, on a port of the test's choosing.
+struct Collector;
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        _: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// However many batches fail while the collector is away, a service writes
+/// two lines: one when sending starts to fail, one when it works again, with
+/// the number of spans lost in between. Here every span is a batch of its
+/// own and a failed batch is given up at once, so dozens fail.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collector_away_is_logged_once_and_its_return_once() {
+    let port = orders::ports::reserve().unwrap();
+    let system = system()
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "100")
+        .start()
+        .await;
+    for i in 0..20 {
+        system
+            .api
+            .place_order(&order_body(&format!("u{i}"), "A001", 1))
+            .await;
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let order_id = system.api.place_order(&order_body("1001", "A001", 1)).await;
+    system.api.wait_until_handled(&order_id).await;
+
+    let back = "sending spans works again";
+    let recovered = wait_for(
+        "the gateway to log the collector's return",
+        DEADLINE,
+        || async {
+            logs::parse_all(&system.stdout(Service::Gateway))
+                .into_iter()
+                .find(|line| str_field(line, "message") == Some(back))
+        },
+    )
+    .await;
+    let lost = recovered["lost_spans"].as_u64().unwrap();
+    assert!(lost >= 20, "one failed batch per span: {lost}");
+    let about_spans = lines_about_spans(&system, Service::Gateway);
+    assert_eq!(about_spans.len(), 2, "{about_spans:#?}");
+    assert!(about_spans[0].contains(SENDING_FAILED), "{about_spans:#?}");
+}
+
+/// A service stopped right after a request still sends that request's spans:
+/// they leave on the way out, not at the next batch, 60 s later.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_sends_the_spans_still_queued() {
+    let mut system = System::builder(FINAL_BIN)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "60000")
+        .start()
+        .await;
+    let (_, (trace, _, _)) = post_order(&system.api, None).await;
+    assert!(system.terminate(Service::Logic).await.success());
+    assert!(system.terminate(Service::Gateway).await.success());
+
+    system
+        .wait_for_spans("the spans of the request", |spans| {
+            sent(spans, "gateway", "POST /orders", &trace)
+                && sent(spans, "gateway", CREATE_ORDER, &trace)
+                && sent(spans, "logic", CREATE_ORDER, &trace)
+                && sent(spans, "logic", "INSERT orders", &trace)
+        })
+        .await;
+}
+
+/// `parentbased_traceidratio` with a ratio of 0 keeps no trace a service
+/// starts, and still every trace a caller started and chose to keep (flags
+/// `01`). The log lines keep their trace ids either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sampler_of_zero_keeps_only_the_traces_callers_keep() {
+    let mut system = system()
+        .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+        .env("OTEL_TRACES_SAMPLER_ARG", "0")
+        .start()
+        .await;
+    let (dropped_order, (dropped, _, flags)) = post_order(&system.api, None).await;
+    assert_eq!(flags, "00", "not sampled");
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{client_trace}-00f067aa0ba902b7-01");
+    let (kept_order, (kept, _, flags)) = post_order(&system.api, Some(&traceparent)).await;
+    assert_eq!((kept.as_str(), flags.as_str()), (client_trace, "01"));
+    system.api.wait_until_handled(&dropped_order).await;
+    system.api.wait_until_handled(&kept_order).await;
+
+    // Every service sends what it has on the way out.
+    for service in Service::ALL {
+        assert!(system.terminate(service).await.success());
+    }
+    let spans = system
+        .wait_for_spans("the spans of the kept trace", |spans| {
+            sent(spans, "logic", "INSERT orders", client_trace)
+        })
+        .await;
+    let elsewhere: Vec<String> = spans
+        .iter()
+        .filter(|s| hex(&s.span.trace_id) != client_trace)
+        .map(|s| format!("{} {}", s.service, s.span.name))
+        .collect();
+    assert!(
+        elsewhere.is_empty(),
+        "spans of dropped traces: {elsewhere:?}"
+    );
+    let post = find(&spans, "gateway", "POST /orders", client_trace);
+    assert_eq!(hex(&post.span.parent_span_id), "00f067aa0ba902b7");
+
+    let accepted = logs::parse_all(&system.stdout(Service::Gateway))
+        .into_iter()
+        .find(|line| {
+            str_field(line, "message") == Some("order accepted")
+                && str_field(line, "order_id") == Some(&dropped_order)
+        })
+        .expect("the gateway logged the order");
+    assert_eq!(str_field(&accepted, "trace_id"), Some(dropped.as_str()));
+}
+
+/// `OTEL_SERVICE_NAME` names the service in its spans, as in every
+/// OpenTelemetry SDK; the log field `service` keeps the service's own word.
+#[tokio::test(flavor = "multi_thread")]
+async fn otel_service_name_wins_in_the_spans() {
+    let system = system().env("OTEL_SERVICE_NAME", "shop").start().await;
+    let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
+    let spans = system
+        .wait_for_spans("the spans of the order", |spans| {
+            sent(spans, "shop", "INSERT orders", &trace)
+        })
+        .await;
+    assert!(spans.iter().all(|s| s.service == "shop"));
+    let accepted = logs::parse_all(&system.stdout(Service::Gateway))
+        .into_iter()
+        .find(|line| {
+            str_field(line, "message") == Some("order accepted")
+                && str_field(line, "order_id") == Some(&order_id)
+        })
+        .unwrap();
+    assert_eq!(accepted["service"], "gateway");
+}
+
+/// `RUST_LOG=trace` turns on the libraries' lines, never their spans: the
+/// exporter's own HTTP/2 traffic is not traced, or every batch sent would
+/// make more spans to send.
+#[tokio::test(flavor = "multi_thread")]
+async fn rust_log_trace_traces_no_library() {
+    let system = system().env("RUST_LOG", "trace").start().await;
+    let (_, (trace, _, _)) = post_order(&system.api, None).await;
+    let spans = system
+        .wait_for_spans("the spans of the order", |spans| {
+            sent(spans, "logic", "INSERT orders", &trace)
+        })
+        .await;
+    let h2_lines = logs::parse_all(&system.stdout(Service::Gateway))
+        .into_iter()
+        .filter(|line| str_field(line, "target").is_some_and(|t| t.starts_with("h2")))
+        .count();
+    assert!(h2_lines > 0, "RUST_LOG=trace shows h2's lines");
+    let libraries: Vec<String> = spans
+        .iter()
+        .filter_map(|s| attribute(s, "target"))
+        .filter(|target| !target.starts_with("orders_final"))
+        .collect();
+    assert!(libraries.is_empty(), "spans of libraries: {libraries:?}");
+}
