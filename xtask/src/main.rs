@@ -7,13 +7,20 @@
 //!   lints, every test and the book, with a summary at the end.
 //! - `cargo xtask diffs` writes each chapter's diff against the one before
 //!   into the book.
+//! - `cargo xtask load` puts an open-model load on the gateway and reports
+//!   its latency without coordinated omission.
+//! - `cargo xtask bench` compares chapter 00 with the full system: CPU and
+//!   memory per order, latency, and the highest rate each sustains.
 //!
 //! Both install what they need (`nats-server`, `mdbook`) into the
 //! git-ignored `.tools/` directory when it is not already on the machine,
 //! so a fresh clone needs only a Rust toolchain and `python3 -m pip`.
 
+mod bench;
 mod demo;
 mod diffs;
+mod launch;
+mod load;
 mod provision;
 mod show;
 mod test;
@@ -38,6 +45,10 @@ enum Command {
     Test(test::Args),
     /// Write each chapter's diff against the previous one into book/diffs/.
     Diffs,
+    /// Put an open-model load on the gateway (the k6 script's LOAD_* profiles).
+    Load(load::Args),
+    /// Compare chapter 00 with the full system under the same load.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +75,26 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Load(args) => block_on("load", load::run(&root, &args)),
+        Command::Bench(args) => bench::rerun_in_release(&root)
+            .unwrap_or_else(|| block_on("bench", bench::run(&root, &args))),
+    }
+}
+
+/// Runs an async command on a fresh runtime; its error is printed.
+fn block_on(
+    name: &str,
+    command: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(command));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("[{name}] error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
