@@ -282,7 +282,17 @@ pub async fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
         Some(bench.profile(&suts[1], args.rate, args.profile).await?)
     };
 
-    let command = std::iter::once("cargo xtask".to_owned())
+    // The systems inherit the environment, so an `OTEL_*` variable (a
+    // sampler, a batch size) changes what is measured: the command names
+    // the ones that were set.
+    let mut otel: Vec<String> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("OTEL_") && name != "OTEL_EXPORTER_OTLP_ENDPOINT")
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    otel.sort();
+    let command = otel
+        .into_iter()
+        .chain(["cargo xtask".to_owned()])
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ");
