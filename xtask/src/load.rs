@@ -252,6 +252,7 @@ pub async fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
                 authorization: args.auth.clone(),
                 products,
             };
+            check_reachable(&target.orders_url).await?;
             println!(
                 "[load] {} ({} requests) against {}",
                 schedule.describe(),
@@ -294,6 +295,25 @@ pub async fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     print!("{}", report.table());
     let path = write_result(&root.join(&args.out), "load", &report.to_json())?;
     println!("[load] result written to {}", path.display());
+    Ok(())
+}
+
+/// Fails at once, with what to do, when nothing answers HTTP at `url`:
+/// otherwise a user who forgot to start a system would watch ten minutes
+/// of connection errors. Any answer will do (a `GET` on `/orders` is a
+/// 405); only the connection is checked, and no order is placed.
+async fn check_reachable(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    if let Err(error) = client.get(url).send().await {
+        anyhow::bail!(
+            "nothing answers at {url} ({}). Start a system first (`cargo run -p final`, or \
+             `docker compose up`), point --url / LOAD_URL at one, or let the load generator \
+             start one: `cargo xtask load --start final --release`",
+            error_kind(&error)
+        );
+    }
     Ok(())
 }
 
@@ -716,6 +736,20 @@ mod tests {
         assert_eq!(completion_between(Some(&before), None), None);
     }
 
+    /// With nothing listening, `load` stops before its schedule and says
+    /// how to start a system.
+    #[tokio::test]
+    async fn a_gateway_that_is_not_running_is_reported_before_the_load() {
+        let port = orders::ports::reserve().unwrap();
+        let url = format!("http://127.0.0.1:{port}/orders");
+        let error = check_reachable(&url).await.unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!("nothing answers at {url}")),
+            "{error}"
+        );
+        assert!(error.contains("cargo xtask load --start final"), "{error}");
+    }
+
     /// A short real run: 2 s at 20 orders/s against chapter 00, every
     /// order accepted and the sampled ones completed. Counts only; the
     /// figures belong to the benchmark.
@@ -740,6 +774,9 @@ mod tests {
         let mut options = Options::new("test");
         options.progress = false;
         options.e2e_samples = 20.0;
+        check_reachable(&target.orders_url)
+            .await
+            .expect("the gateway answers");
         let schedule = Schedule::fixed(20.0, Duration::from_secs(2));
         let report = run_schedule(&schedule, &target, &options).await.unwrap();
 
