@@ -19,7 +19,6 @@
 //! markdown, JSON and an SVG chart under `bench/results/`.
 
 mod procfs;
-mod profile;
 mod svg;
 
 use std::collections::BTreeMap;
@@ -36,6 +35,7 @@ use crate::launch::{self, Output, System};
 use crate::load::report::{Percentiles, Report, ms, round};
 use crate::load::schedule::{Schedule, format_duration, parse_duration, trim};
 use crate::load::{Options, Target, completion_between, run_schedule, utc_stamp};
+use crate::profile;
 
 /// Chapter 00: the system with no observability at all.
 pub const BASELINE: &str = "ch00-baseline";
@@ -455,7 +455,7 @@ impl Bench {
                     service: service.name().to_owned(),
                     categories: profile::categories(&body)?,
                     crates: profile::crate_shares(&body)?,
-                    functions: crate::show::top_functions(&body, 12)?,
+                    functions: profile::top_functions(&body, 12)?,
                     path,
                 });
             }

@@ -230,7 +230,7 @@ async fn profile_task(client: &Client, topology: &Topology, target: &Path) -> an
         "[demo] task's top functions by CPU samples (flat: the function itself; cum: with what it calls):"
     );
     println!("  {:>6}  {:>6}  function", "flat", "cum");
-    for (function, flat, cumulative) in show::top_functions(&profile?, 10)? {
+    for (function, flat, cumulative) in crate::profile::top_functions(&profile?, 10)? {
         println!(
             "  {:>5.1}%  {:>5.1}%  {function}",
             flat * 100.0,

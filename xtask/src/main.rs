@@ -21,6 +21,7 @@ mod demo;
 mod diffs;
 mod launch;
 mod load;
+mod profile;
 mod provision;
 mod show;
 mod test;

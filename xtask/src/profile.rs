@@ -1,14 +1,16 @@
 //! Where a service's CPU time goes, from a pprof CPU profile: the share of
-//! samples per crate, both where the CPU was (flat: the leaf frame's crate)
-//! and what it was doing it for (cumulative: the crate anywhere on the
-//! stack, each sample counted once per crate).
+//! samples per function or crate, both where the CPU was (flat: the leaf
+//! frame) and what it was doing it for (cumulative: anywhere on the stack,
+//! each sample counted once), and per category of work (telemetry layers,
+//! the order's own work, libraries). The demo prints the top functions;
+//! the bench prints all three.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
 use pprof::protos::Message;
 
-/// `(crate, flat share, cumulative share)`, most flat first.
+/// `(function or crate, flat share, cumulative share)`, most flat first.
 pub type Shares = Vec<(String, f64, f64)>;
 
 /// The crate of a demangled Rust symbol: the first path segment of the
@@ -220,21 +222,46 @@ fn stacks(body: &[u8]) -> anyhow::Result<(Vec<Stack>, i64)> {
     Ok((stacks, total))
 }
 
-/// The per-crate shares of a pprof CPU profile (gzipped or not).
+/// The per-crate shares of a pprof CPU profile (gzipped or not). The
+/// profiler's own frames (`pprof`, `backtrace`) are never the leaf.
 pub fn crate_shares(body: &[u8]) -> anyhow::Result<Shares> {
     let (stacks, total) = stacks(body)?;
+    let mut shares = flat_and_cumulative(&stacks, total, |frame| {
+        let name = crate_of(frame);
+        let profiler = ["pprof", "backtrace"].contains(&name.as_str());
+        (name, !profiler)
+    });
+    shares.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.2.total_cmp(&a.2)));
+    Ok(shares)
+}
+
+/// The `count` functions with the most CPU samples in a pprof profile
+/// (gzipped or not), most flat first: what `go tool pprof -top` lists.
+pub fn top_functions(body: &[u8], count: usize) -> anyhow::Result<Shares> {
+    let (stacks, total) = stacks(body)?;
+    let mut top = flat_and_cumulative(&stacks, total, |frame| (frame.to_owned(), true));
+    top.retain(|(_, flat, _)| *flat > 0.0);
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    top.truncate(count);
+    Ok(top)
+}
+
+/// Flat and cumulative shares per key, unsorted. `key` maps a frame to its
+/// key and whether that frame may be the leaf: flat goes to the first
+/// frame of a stack that may, cumulative once to every key on the stack.
+fn flat_and_cumulative(
+    stacks: &[Stack],
+    total: i64,
+    key: impl Fn(&str) -> (String, bool),
+) -> Shares {
     let mut flat: BTreeMap<String, i64> = BTreeMap::new();
     let mut cumulative: BTreeMap<String, i64> = BTreeMap::new();
-    for (frames, weight) in &stacks {
-        let crates: Vec<String> = frames.iter().map(|f| crate_of(f)).collect();
-        // pprof stacks list the leaf first; skip the profiler's own frames.
-        if let Some(leaf) = crates
-            .iter()
-            .find(|c| !["pprof", "backtrace"].contains(&c.as_str()))
-        {
+    for (frames, weight) in stacks {
+        let keys: Vec<(String, bool)> = frames.iter().map(|f| key(f)).collect();
+        if let Some((leaf, _)) = keys.iter().find(|(_, may_be_leaf)| *may_be_leaf) {
             *flat.entry(leaf.clone()).or_default() += weight;
         }
-        let seen: BTreeSet<&String> = crates.iter().collect();
+        let seen: BTreeSet<&String> = keys.iter().map(|(k, _)| k).collect();
         for name in seen {
             *cumulative.entry(name.clone()).or_default() += weight;
         }
@@ -246,7 +273,7 @@ pub fn crate_shares(body: &[u8]) -> anyhow::Result<Shares> {
             0.0
         }
     };
-    let mut shares: Shares = cumulative
+    cumulative
         .iter()
         .map(|(name, n)| {
             (
@@ -255,9 +282,7 @@ pub fn crate_shares(body: &[u8]) -> anyhow::Result<Shares> {
                 share(*n),
             )
         })
-        .collect();
-    shares.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.2.total_cmp(&a.2)));
-    Ok(shares)
+        .collect()
 }
 
 #[cfg(test)]
@@ -339,6 +364,19 @@ mod tests {
                 ("tokio".to_owned(), 0.0, 1.0),
             ]
         );
+    }
+
+    #[test]
+    fn top_functions_count_flat_at_the_leaf_and_cumulative_anywhere() {
+        let body = profile(&["mix", "plan_packing"], &[(&[1, 2], 3), (&[2], 1)]);
+        assert_eq!(
+            top_functions(&body, 10).unwrap(),
+            vec![
+                ("mix".to_owned(), 0.75, 0.75),
+                ("plan_packing".to_owned(), 0.25, 1.0)
+            ]
+        );
+        assert_eq!(top_functions(&body, 1).unwrap().len(), 1);
     }
 
     #[test]
