@@ -10,6 +10,7 @@ pub mod logs;
 pub mod otlp;
 pub mod progress;
 pub mod stack;
+pub mod stuck_logic;
 pub mod system;
 
 use std::future::Future;
@@ -20,6 +21,7 @@ pub use orders::nats_server::NatsServer;
 pub use orders::topology::{Service, Topology};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use progress::progress_report;
+pub use stuck_logic::stuck_logic;
 pub use system::{System, SystemBuilder};
 
 /// How long a test waits for a condition before it fails.

@@ -173,17 +173,25 @@ impl Compose {
             .collect()
     }
 
+    /// The services that have the list `key` (`ports`, `volumes`), with it.
+    fn lists(&self, key: &str) -> Result<Vec<(&String, &Vec<Value>)>> {
+        let mut lists = Vec::new();
+        for (name, service) in &self.services {
+            if let Some(list) = service.get(key) {
+                let list = list
+                    .as_array()
+                    .with_context(|| format!("{name}: `{key}` is not a list"))?;
+                lists.push((name, list));
+            }
+        }
+        Ok(lists)
+    }
+
     /// Every port published on the host, in the short syntax
     /// (`[HOST_IP:]HOST:CONTAINER[/PROTO]`) or the long one.
     pub fn published_ports(&self) -> Result<Vec<PublishedPort>> {
         let mut ports = Vec::new();
-        for (name, service) in &self.services {
-            let Some(list) = service.get("ports") else {
-                continue;
-            };
-            let list = list
-                .as_array()
-                .with_context(|| format!("{name}: `ports` is not a list"))?;
+        for (name, list) in self.lists("ports")? {
             for entry in list {
                 let port = match entry {
                     Value::Object(long) => long_port(name, long)?,
@@ -206,13 +214,7 @@ impl Compose {
     /// Every volume and bind mount of every service.
     pub fn mounts(&self) -> Result<Vec<Mount>> {
         let mut mounts = Vec::new();
-        for (name, service) in &self.services {
-            let Some(list) = service.get("volumes") else {
-                continue;
-            };
-            let list = list
-                .as_array()
-                .with_context(|| format!("{name}: `volumes` is not a list"))?;
+        for (name, list) in self.lists("volumes")? {
             for entry in list {
                 let (source, target) = match entry {
                     Value::String(short) => {

@@ -7,15 +7,12 @@ use std::fmt::Write;
 use futures::StreamExt;
 use orders::pb::gateway_callback_client::GatewayCallbackClient;
 use orders::pb::order_service_client::OrderServiceClient;
-use orders::pb::order_service_server::OrderServiceServer;
 use orders::pb::{self, Outcome, PushResultRequest};
 use prom_text_format_parser::{Metric, Scrape, Type, ValueType};
 use reqwest::{Method, StatusCode, header};
 use testkit::{DEADLINE, Service, System, order_body, wait_for};
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::FINAL_BIN;
-use crate::faults::StuckLogic;
 
 /// What Prometheus is told the body is.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
@@ -357,13 +354,7 @@ async fn a_call_to_a_logic_that_is_down_counts_as_unavailable() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_past_the_deadline_counts_as_deadline_exceeded() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let stuck = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(OrderServiceServer::new(StuckLogic))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let stuck = testkit::stuck_logic().await;
     let system = System::builder(FINAL_BIN)
         .only(&[Service::Gateway])
         .logic_url(stuck)

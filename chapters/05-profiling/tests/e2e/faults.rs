@@ -4,11 +4,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::PullConsumer;
 use futures::future::join_all;
-use orders::pb::order_service_server::{OrderService, OrderServiceServer};
-use orders::pb::{self};
 use reqwest::StatusCode;
 use testkit::{DEADLINE, Service, System, order_body, wait_for};
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::CHAPTER_BIN;
 
@@ -107,37 +104,9 @@ async fn gateway_answers_503_when_logic_is_down() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
-/// A logic that accepts the call and never answers in time.
-pub(crate) struct StuckLogic;
-
-#[tonic::async_trait]
-impl OrderService for StuckLogic {
-    async fn create_order(
-        &self,
-        _: tonic::Request<pb::CreateOrderRequest>,
-    ) -> Result<tonic::Response<pb::CreateOrderResponse>, tonic::Status> {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        Err(tonic::Status::internal("unreachable in the test"))
-    }
-
-    async fn get_order(
-        &self,
-        _: tonic::Request<pb::GetOrderRequest>,
-    ) -> Result<tonic::Response<pb::Order>, tonic::Status> {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        Err(tonic::Status::internal("unreachable in the test"))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_answers_504_when_logic_is_slower_than_the_deadline() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let stuck = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(OrderServiceServer::new(StuckLogic))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let stuck = testkit::stuck_logic().await;
     let system = System::builder(CHAPTER_BIN)
         .only(&[Service::Gateway])
         .logic_url(stuck)
