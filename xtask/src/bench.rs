@@ -255,14 +255,11 @@ pub async fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
         // first failed, `--refine` times.
         for _ in 0..args.refine {
             for i in 0..2 {
-                let (Some(passed), true) = saturation(&steps[i]) else {
+                let (Some(passed), Some(failed_at)) =
+                    (saturation(&steps[i]).0, first_failure(&steps[i]))
+                else {
                     continue;
                 };
-                let failed_at = steps[i]
-                    .iter()
-                    .filter(|run| !run.passes())
-                    .map(|run| run.rate)
-                    .fold(f64::INFINITY, f64::min);
                 let rate = ((passed + failed_at) / 2.0).round();
                 if rate <= passed || rate >= failed_at {
                     continue;
@@ -691,19 +688,24 @@ fn pooled(runs: &[Run]) -> Figures {
 /// The highest rate that passed before the first that failed, and whether
 /// one failed at all (if not, the system sustained every rate tried).
 fn saturation(steps: &[Run]) -> (Option<f64>, bool) {
-    let first_failure = steps
-        .iter()
-        .filter(|run| !run.passes())
-        .map(|run| run.rate)
-        .fold(f64::INFINITY, f64::min);
+    let failed_at = first_failure(steps);
     let best = steps
         .iter()
-        .filter(|run| run.passes() && run.rate < first_failure)
+        .filter(|run| run.passes() && failed_at.is_none_or(|failed| run.rate < failed))
         .map(|run| run.rate)
         .fold(None, |best: Option<f64>, rate| {
             Some(best.map_or(rate, |b| b.max(rate)))
         });
-    (best, first_failure.is_finite())
+    (best, failed_at.is_some())
+}
+
+/// The lowest rate over the limit, if any was.
+fn first_failure(steps: &[Run]) -> Option<f64> {
+    steps
+        .iter()
+        .filter(|run| !run.passes())
+        .map(|run| run.rate)
+        .min_by(f64::total_cmp)
 }
 
 fn ratio(full: f64, base: f64) -> String {
