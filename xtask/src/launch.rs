@@ -3,26 +3,19 @@
 //! and database, its spans sent to a receiver in this process, and stopped
 //! with SIGTERM as an operator would.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
 use orders::topology::{Service, Topology};
+use testkit::OtlpReceiver;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
-use tokio_stream::wrappers::TcpListenerStream;
 
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -74,7 +67,8 @@ pub struct System {
     pub package: String,
     pub topology: Topology,
     child: Child,
-    spans: SpanSink,
+    /// Counts the spans and keeps none ([`OtlpReceiver::counting`]).
+    spans: OtlpReceiver,
     http: reqwest::Client,
 }
 
@@ -88,7 +82,7 @@ impl System {
         output: Output,
     ) -> anyhow::Result<Self> {
         let topology = Topology::on_free_ports()?;
-        let spans = SpanSink::start().await?;
+        let spans = OtlpReceiver::counting().await?;
         let create = |path: &Path| -> anyhow::Result<Stdio> {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
@@ -171,7 +165,7 @@ impl System {
     /// The count of spans received, which goes on counting until the
     /// system has stopped (stopping flushes the last batches).
     pub fn span_counter(&self) -> Arc<AtomicU64> {
-        self.spans.spans.clone()
+        self.spans.span_counter()
     }
 
     /// The gateway's `/metrics` text, when it has metrics.
@@ -221,67 +215,5 @@ impl System {
                 )
             }
         }
-    }
-}
-
-/// An OTLP/gRPC trace receiver that counts the spans and keeps none: the
-/// services pay the whole cost of exporting (building, batching, encoding,
-/// sending) while this process keeps no growing store of them.
-struct SpanSink {
-    addr: std::net::SocketAddr,
-    spans: Arc<AtomicU64>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl SpanSink {
-    async fn start() -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        let addr = listener.local_addr()?;
-        let spans = Arc::new(AtomicU64::new(0));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let service = TraceServiceServer::new(Counter {
-            spans: spans.clone(),
-        });
-        tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Ok(Self {
-            addr,
-            spans,
-            _stop: stop,
-        })
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-struct Counter {
-    spans: Arc<AtomicU64>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Counter {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let count: usize = request
-            .get_ref()
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum();
-        self.spans.fetch_add(count as u64, Ordering::Relaxed);
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
     }
 }
