@@ -15,14 +15,15 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use orders::fulfilment::SOLD_OUT_PREFIX;
 use orders::topology::{Service, Topology};
-use serde_json::{Value, json};
+use reqwest::Method;
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use testkit::OtlpReceiver;
+use testkit::{Api, OtlpReceiver, order_body};
 
-use crate::{provision, show};
+use crate::{launch, provision, show};
 
 /// The package the demo runs: the most complete chapter written so far.
 pub const CHAPTER: &str = "final";
@@ -42,6 +43,8 @@ const PROFILE_SECONDS: u64 = 2;
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 const HANDLED_DEADLINE: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long one request to the system may take, unless it says otherwise.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -157,12 +160,16 @@ async fn exercise(
     target: &Path,
 ) -> anyhow::Result<Option<String>> {
     let started = Instant::now();
-    let client = Client::new(topology)?;
-    wait_until_ready(&client, topology, system).await?;
+    let api = Api::with_timeout(
+        format!("http://{}", topology.gateway_http),
+        launch::api_token(),
+        REQUEST_TIMEOUT,
+    );
+    wait_until_ready(&api, topology, system).await?;
 
     let mut placed = Vec::new();
     for (i, (product, quantity)) in ORDERS.into_iter().enumerate() {
-        let order = client.place(product, quantity).await?;
+        let order = place(&api, product, quantity).await?;
         println!(
             "[demo] order {}/{} accepted: {} ({product} x{quantity})",
             i + 1,
@@ -172,22 +179,22 @@ async fn exercise(
         placed.push(order);
     }
 
-    wait_until_handled(&client, system, &mut placed).await?;
+    wait_until_handled(&api, system, &mut placed).await?;
     print_table(&placed);
     check(&placed)?;
 
-    show_metrics(&client, topology, started.elapsed()).await;
+    show_metrics(&api, topology, started.elapsed()).await;
     show_logs(&logs.lock().unwrap(), &placed[0].id);
-    profile_task(&client, topology, target).await?;
+    profile_task(&api, topology, target).await?;
     Ok(placed[0].trace_id.clone())
 }
 
 /// Profiles task's CPU for a couple of seconds while orders keep coming,
 /// prints the functions that used it most, and writes a flamegraph of a
 /// second sampling to `target/demo/task-flamegraph.svg`.
-async fn profile_task(client: &Client, topology: &Topology, target: &Path) -> anyhow::Result<()> {
+async fn profile_task(api: &Api, topology: &Topology, target: &Path) -> anyhow::Result<()> {
     let admin = format!("http://{}/debug/pprof", topology.admin(Service::Task));
-    let available = client.http.get(format!("{admin}/")).send().await;
+    let available = api.http().get(format!("{admin}/")).send().await;
     if !available.is_ok_and(|r| r.status().is_success()) {
         println!("[demo] profiles: none at {admin}/ (this chapter has no profiles yet)");
         return Ok(());
@@ -197,7 +204,7 @@ async fn profile_task(client: &Client, topology: &Topology, target: &Path) -> an
     let load = async {
         let mut accepted = 0;
         while busy.load(std::sync::atomic::Ordering::Relaxed) {
-            let batch = (0..8).map(|_| client.place("A001", 10));
+            let batch = (0..8).map(|_| place(api, "A001", 10));
             accepted += futures::future::join_all(batch)
                 .await
                 .into_iter()
@@ -209,8 +216,8 @@ async fn profile_task(client: &Client, topology: &Topology, target: &Path) -> an
     let sample = async {
         let admin = admin.as_str();
         let fetch = |path: &'static str| async move {
-            let response = client
-                .http
+            let response = api
+                .http()
                 .get(format!("{admin}/{path}?seconds={PROFILE_SECONDS}"))
                 .timeout(Duration::from_secs(60))
                 .send()
@@ -275,11 +282,11 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 }
 
 /// A few figures from each service's `/metrics`, if the chapter has them.
-async fn show_metrics(client: &Client, topology: &Topology, elapsed: Duration) {
+async fn show_metrics(api: &Api, topology: &Topology, elapsed: Duration) {
     let mut scraped = Vec::new();
     for service in Service::ALL {
         let url = format!("http://{}/metrics", topology.admin(service));
-        match client.http.get(&url).send().await {
+        match api.http().get(&url).send().await {
             Ok(response) if response.status().is_success() => {
                 let text = response.text().await.unwrap_or_default();
                 scraped.push((service, show::parse_samples(&text)));
@@ -434,13 +441,6 @@ async fn stop(system: &mut Child) -> anyhow::Result<()> {
     }
 }
 
-/// The public API as a client sees it.
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
 /// One order the demo placed and, once known, how it ended.
 struct Placed {
     id: String,
@@ -458,81 +458,67 @@ struct Outcome {
     millis: u128,
 }
 
-impl Client {
-    fn new(topology: &Topology) -> anyhow::Result<Self> {
-        Ok(Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()?,
-            base: format!("http://{}", topology.gateway_http),
-            token: std::env::var("API_TOKEN")
-                .unwrap_or_else(|_| orders::DEFAULT_API_TOKEN.to_owned()),
-        })
-    }
+/// Places an order of `quantity` `product` for user 1001 and returns it,
+/// with the trace id the gateway named. An error unless it is 201.
+async fn place(api: &Api, product: &'static str, quantity: u32) -> anyhow::Result<Placed> {
+    let sent_at = Instant::now();
+    let response = api
+        .request(Method::POST, "/orders")
+        .json(&order_body("1001", product, i64::from(quantity)))
+        .send()
+        .await?;
+    let status = response.status();
+    // `traceresponse: 00-<trace id>-<span id>-<flags>`
+    let trace_id = response
+        .headers()
+        .get("traceresponse")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split('-').nth(1))
+        .map(str::to_owned);
+    let body: Value = response.json().await?;
+    ensure!(
+        status == reqwest::StatusCode::CREATED,
+        "POST /orders for {product} answered {status}: {body}"
+    );
+    let id = body["order_id"]
+        .as_str()
+        .with_context(|| format!("no order_id in {body}"))?;
+    Ok(Placed {
+        id: id.to_owned(),
+        product,
+        sent_at,
+        trace_id,
+        outcome: None,
+    })
+}
 
-    async fn place(&self, product: &'static str, quantity: u32) -> anyhow::Result<Placed> {
-        let sent_at = Instant::now();
-        let response = self
-            .http
-            .post(format!("{}/orders", self.base))
-            .bearer_auth(&self.token)
-            .json(&json!({"user_id": "1001", "product_id": product, "quantity": quantity}))
-            .send()
-            .await?;
-        let status = response.status();
-        // `traceresponse: 00-<trace id>-<span id>-<flags>`
-        let trace_id = response
-            .headers()
-            .get("traceresponse")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split('-').nth(1))
-            .map(str::to_owned);
-        let body: Value = response.json().await?;
-        ensure!(
-            status == reqwest::StatusCode::CREATED,
-            "POST /orders for {product} answered {status}: {body}"
-        );
-        let id = body["order_id"]
-            .as_str()
-            .with_context(|| format!("no order_id in {body}"))?;
-        Ok(Placed {
-            id: id.to_owned(),
-            product,
-            sent_at,
-            trace_id,
-            outcome: None,
-        })
-    }
-
-    /// `GET /orders/{id}`: its status and detail.
-    async fn status(&self, id: &str) -> anyhow::Result<(String, String)> {
-        let response = self
-            .http
-            .get(format!("{}/orders/{id}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        let status = response.status();
-        let body: Value = response.json().await?;
-        ensure!(
-            status.is_success(),
-            "GET /orders/{id} answered {status}: {body}"
-        );
-        let text = |field: &str| body[field].as_str().unwrap_or_default().to_owned();
-        Ok((text("status"), text("detail")))
-    }
+/// `GET /orders/{id}`: its status and detail. An error unless it is 2xx
+/// with a JSON body.
+async fn order_status(api: &Api, id: &str) -> anyhow::Result<(String, String)> {
+    let response = api
+        .request(Method::GET, &format!("/orders/{id}"))
+        .send()
+        .await?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    ensure!(
+        status.is_success(),
+        "GET /orders/{id} answered {status}: {body}"
+    );
+    let text = |field: &str| body[field].as_str().unwrap_or_default().to_owned();
+    Ok((text("status"), text("detail")))
 }
 
 /// Polls every admin `/readyz` until all answer 200.
 async fn wait_until_ready(
-    client: &Client,
+    api: &Api,
     topology: &Topology,
     system: &mut Child,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_DEADLINE;
     for service in Service::ALL {
         loop {
-            if orders::admin::is_ready(&client.http, topology.admin(service)).await {
+            if orders::admin::is_ready(api.http(), topology.admin(service)).await {
                 break;
             }
             still_running(system)?;
@@ -550,14 +536,14 @@ async fn wait_until_ready(
 
 /// Polls each order until its status is no longer `created`.
 async fn wait_until_handled(
-    client: &Client,
+    api: &Api,
     system: &mut Child,
     placed: &mut [Placed],
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + HANDLED_DEADLINE;
     while placed.iter().any(|order| order.outcome.is_none()) {
         for order in placed.iter_mut().filter(|order| order.outcome.is_none()) {
-            let (status, detail) = client.status(&order.id).await?;
+            let (status, detail) = order_status(api, &order.id).await?;
             if status != "created" {
                 order.outcome = Some(Outcome {
                     status,

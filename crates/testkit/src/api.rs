@@ -19,9 +19,18 @@ pub fn order_body(user_id: &str, product_id: &str, quantity: i64) -> Value {
 }
 
 impl Api {
+    /// The API at `base` (`http://host:port`, no trailing slash), each
+    /// request timing out after 10 s.
     pub fn new(base: String, token: String) -> Self {
+        Self::with_timeout(base, token, Duration::from_secs(10))
+    }
+
+    /// Like [`new`](Self::new), each request timing out after `timeout`
+    /// unless it sets its own. Panics if no HTTP client can be built (no
+    /// TLS or resolver backend), as `new` does.
+    pub fn with_timeout(base: String, token: String, timeout: Duration) -> Self {
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(timeout)
             .build()
             .expect("building an HTTP client");
         Self {
@@ -29,6 +38,12 @@ impl Api {
             token,
             client,
         }
+    }
+
+    /// The HTTP client the requests go through, with the same timeout, for
+    /// requests elsewhere than the API (the services' admin ports).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.client
     }
 
     /// A request with the bearer token set.
