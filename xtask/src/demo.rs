@@ -289,7 +289,13 @@ async fn show_metrics(api: &Api, topology: &Topology, elapsed: Duration) {
         match api.http().get(&url).send().await {
             Ok(response) if response.status().is_success() => {
                 let text = response.text().await.unwrap_or_default();
-                scraped.push((service, show::parse_samples(&text)));
+                match testkit::exposition::samples(&text) {
+                    Ok(samples) => scraped.push((service, samples)),
+                    Err(e) => {
+                        println!("[demo] metrics: {url} is not Prometheus text ({e:?})");
+                        return;
+                    }
+                }
             }
             _ => {
                 println!("[demo] metrics: none at {url} (this chapter has no metrics yet)");

@@ -24,6 +24,7 @@ use anyhow::{Context, ensure};
 use clap::ValueEnum;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use testkit::exposition::{Sample, samples};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -595,9 +596,11 @@ pub fn completion_between(
     after: Option<&str>,
 ) -> Option<BTreeMap<String, f64>> {
     let name = "order_completion_seconds";
-    let after = crate::show::parse_samples(after?);
-    let before = before.map(crate::show::parse_samples).unwrap_or_default();
-    let mut delta: Vec<crate::show::Sample> = after
+    let after = samples(after?).ok()?;
+    let before = before
+        .and_then(|text| samples(text).ok())
+        .unwrap_or_default();
+    let mut delta: Vec<Sample> = after
         .into_iter()
         .filter(|s| s.name.starts_with(name))
         .collect();

@@ -6,61 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-
-/// One sample of the Prometheus text format: name, labels, value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-/// Parses the samples of a Prometheus text exposition (comments skipped).
-/// Label values may hold any character, `}` and escaped quotes included.
-pub fn parse_samples(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .filter_map(parse_sample)
-        .collect()
-}
-
-fn parse_sample(line: &str) -> Option<Sample> {
-    let name_end = line.find(['{', ' '])?;
-    let name = line[..name_end].to_owned();
-    let mut labels = BTreeMap::new();
-    let mut rest = &line[name_end..];
-    if let Some(mut inner) = rest.strip_prefix('{') {
-        loop {
-            inner = inner.trim_start_matches(',');
-            if let Some(after) = inner.strip_prefix('}') {
-                rest = after;
-                break;
-            }
-            let eq = inner.find('=')?;
-            let key = inner[..eq].to_owned();
-            let mut value = String::new();
-            let mut chars = inner[eq + 1..].strip_prefix('"')?.char_indices();
-            let end = loop {
-                match chars.next()? {
-                    (i, '"') => break i,
-                    (_, '\\') => match chars.next()?.1 {
-                        'n' => value.push('\n'),
-                        other => value.push(other),
-                    },
-                    (_, c) => value.push(c),
-                }
-            };
-            labels.insert(key, value);
-            inner = &inner[eq + 1 + 1 + end + 1..];
-        }
-    }
-    let value = rest.split_whitespace().next()?.parse().ok()?;
-    Some(Sample {
-        name,
-        labels,
-        value,
-    })
-}
+use testkit::exposition::Sample;
 
 /// The sum of the samples named `name` whose labels include `matching`.
 pub fn sum(samples: &[Sample], name: &str, matching: &[(&str, &str)]) -> f64 {
@@ -182,6 +128,10 @@ d_bucket{le="0.2"} 50
 d_bucket{le="0.4"} 100
 d_bucket{le="+Inf"} 100
 "#;
+
+    fn parse_samples(text: &str) -> Vec<Sample> {
+        testkit::exposition::samples(text).unwrap()
+    }
 
     #[test]
     fn parses_labels_with_braces_and_escaped_quotes() {

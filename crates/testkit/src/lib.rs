@@ -6,6 +6,7 @@
 //! system, ports and temporary directory, so tests run in parallel.
 
 pub mod api;
+pub mod exposition;
 pub mod logs;
 pub mod otlp;
 pub mod progress;

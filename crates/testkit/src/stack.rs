@@ -780,13 +780,14 @@ fn used_metrics(root: &Path) -> Result<BTreeSet<String>> {
 
 /// The names of the series in a Prometheus text exposition (`/metrics`):
 /// a histogram shows as its `_bucket`, `_sum` and `_count` series.
+///
+/// Panics when the text is not the Prometheus text format: the callers are
+/// tests.
 pub fn exposed_series_names(exposition: &str) -> BTreeSet<String> {
-    exposition
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .filter_map(|line| line.split(['{', ' ']).next())
-        .map(str::to_owned)
+    crate::exposition::samples(exposition)
+        .unwrap_or_else(|e| panic!("not a Prometheus text exposition: {e:?}\n{exposition}"))
+        .into_iter()
+        .map(|sample| sample.name)
         .collect()
 }
 
