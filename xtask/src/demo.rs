@@ -264,21 +264,14 @@ fn show_trace(collector: &OtlpReceiver, trace_id: Option<&str>) {
         );
         return;
     };
-    let Some(bytes) =
-        decode_hex(trace_id).filter(|id| spans.iter().any(|s| &s.span.trace_id == id))
+    let Some(bytes) = testkit::otlp::trace_id_bytes(trace_id)
+        .filter(|id| spans.iter().any(|s| s.span.trace_id == *id))
     else {
         println!("[demo] traces: no span of trace {trace_id} reached the demo's collector");
         return;
     };
     println!("[demo] the trace of the first order, as the services exported it:");
     println!("{}", testkit::otlp::render_waterfall(&spans, &bytes, 40));
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// A few figures from each service's `/metrics`, if the chapter has them.

@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -158,6 +159,39 @@ fn received_spans(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
         }
     }
     received
+}
+
+/// A trace id as OTLP carries it (16 bytes, as in `Span::trace_id`)
+/// written as W3C writes it: 32 lowercase hex digits. A field of another
+/// length shows as its bytes in brackets (`[01, 02]`), which equals no
+/// valid id.
+pub fn trace_id_hex(bytes: &[u8]) -> String {
+    match <[u8; 16]>::try_from(bytes) {
+        Ok(id) => TraceId::from_bytes(id).to_string(),
+        Err(_) => format!("{bytes:02x?}"),
+    }
+}
+
+/// A span id as OTLP carries it (8 bytes, as in `Span::span_id` and
+/// `parent_span_id`) written as W3C writes it: 16 lowercase hex digits. A
+/// field of another length, such as the empty parent of a root span,
+/// shows as its bytes in brackets (`[]`), which equals no valid id.
+pub fn span_id_hex(bytes: &[u8]) -> String {
+    match <[u8; 8]>::try_from(bytes) {
+        Ok(id) => SpanId::from_bytes(id).to_string(),
+        Err(_) => format!("{bytes:02x?}"),
+    }
+}
+
+/// The 16 bytes of the trace id `hex`, as OTLP carries it; `None` unless
+/// `hex` is a valid W3C trace id ([`crate::logs::is_trace_id`]: 32
+/// lowercase hex digits, not all zero). `TraceId::from_hex` alone would
+/// take shorter text, such as `1`, as a trace id.
+pub fn trace_id_bytes(hex: &str) -> Option<[u8; 16]> {
+    if !crate::logs::is_trace_id(hex) {
+        return None;
+    }
+    TraceId::from_hex(hex).ok().map(TraceId::to_bytes)
 }
 
 /// The OTLP span kinds, by their number on the wire.
@@ -318,8 +352,7 @@ pub fn render_waterfall(spans: &[ReceivedSpan], trace_id: &[u8], width: usize) -
         .map(|(depth, s)| format!("{}{} {}", "  ".repeat(*depth), s.service, s.span.name))
         .collect();
     let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
-    let hex: String = trace_id.iter().map(|b| format!("{b:02x}")).collect();
-    let mut out = format!("trace {hex}, {:.2} ms\n", total / 1e6);
+    let mut out = format!("trace {}, {:.2} ms\n", trace_id_hex(trace_id), total / 1e6);
     for ((_, span), label) in walked.iter().zip(&labels) {
         let s = &span.span;
         let from = column(s.start_time_unix_nano).min(width.saturating_sub(1));
@@ -454,6 +487,23 @@ mod tests {
              gateway POST /orders    10.00 ms |██████████|\n\
              \x20 logic INSERT           5.00 ms |     █████|\n"
         );
+    }
+
+    #[test]
+    fn ids_are_written_and_read_as_w3c_does() {
+        let trace: Vec<u8> = (1..=16).collect();
+        let text = trace_id_hex(&trace);
+        assert_eq!(text, "0102030405060708090a0b0c0d0e0f10");
+        assert_eq!(trace_id_bytes(&text).map(Vec::from), Some(trace));
+        assert_eq!(
+            span_id_hex(&[0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]),
+            "00f067aa0ba902b7"
+        );
+        assert_eq!(span_id_hex(&[]), "[]");
+        assert_eq!(trace_id_hex(&[1, 0xab]), "[01, ab]");
+        for invalid in ["1", "0102", &"0".repeat(32), &"A".repeat(32), "+1"] {
+            assert_eq!(trace_id_bytes(invalid), None, "{invalid}");
+        }
     }
 
     #[test]

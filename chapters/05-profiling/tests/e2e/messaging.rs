@@ -12,10 +12,10 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::message::PublishMessage;
 use futures::StreamExt;
 use testkit::logs::{self, is_span_id, is_trace_id, str_field};
-use testkit::otlp::{ReceivedSpan, render_trace};
+use testkit::otlp::{ReceivedSpan, render_trace, span_id_hex, trace_id_bytes, trace_id_hex};
 use testkit::{DEADLINE, Service, wait_for};
 
-use crate::traces::{CREATE_ORDER, PUSH_RESULT, attribute, hex, post_order, sent, system};
+use crate::traces::{CREATE_ORDER, PUSH_RESULT, attribute, post_order, sent, system};
 
 const PUBLISH: &str = "publish orders.created";
 const PROCESS: &str = "process orders.created";
@@ -81,13 +81,6 @@ fn assert_links_to(consumer: &ReceivedSpan, producer: &ReceivedSpan) {
     assert_eq!(link.span_id, producer.span.span_id, "the link's span id");
 }
 
-fn from_hex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
-}
-
 /// By default one order is one trace, one tree: from the gateway's
 /// `POST /orders` through logic's publish to task's delivery, its handling
 /// and its callback to the gateway. The consumer span is the child of the
@@ -107,7 +100,7 @@ async fn by_default_one_order_is_one_trace_across_nats() {
         .await;
 
     let publish = producer(&spans, &order_id).expect("logic's publish span");
-    assert_eq!(hex(&publish.span.trace_id), trace);
+    assert_eq!(trace_id_hex(&publish.span.trace_id), trace);
     assert_eq!(publish.span.kind, 4, "producer");
     let [process] = deliveries(&spans, &order_id)[..] else {
         panic!("one delivery")
@@ -123,7 +116,12 @@ async fn by_default_one_order_is_one_trace_across_nats() {
     );
 
     let redact = |value: &str| value.replace(&order_id, "[order-1]");
-    let snapshot = render_trace(&spans, &from_hex(&trace), ATTRIBUTES, &redact);
+    let snapshot = render_trace(
+        &spans,
+        &trace_id_bytes(&trace).expect("a trace id"),
+        ATTRIBUTES,
+        &redact,
+    );
     insta::assert_snapshot!("one_order_parent", snapshot);
 }
 
@@ -142,12 +140,21 @@ async fn with_trace_relation_link_each_message_is_a_trace_that_links() {
             sent(spans, "gateway", "POST /orders", &trace)
                 && sent(spans, "logic", CREATE_ORDER, &trace)
                 && deliveries(spans, &order_id).first().is_some_and(|process| {
-                    sent(spans, "gateway", PUSH_RESULT, &hex(&process.span.trace_id))
+                    sent(
+                        spans,
+                        "gateway",
+                        PUSH_RESULT,
+                        &trace_id_hex(&process.span.trace_id),
+                    )
                 })
         })
         .await;
     let process = deliveries(&spans, &order_id)[0];
-    assert_ne!(hex(&process.span.trace_id), trace, "a trace of its own");
+    assert_ne!(
+        trace_id_hex(&process.span.trace_id),
+        trace,
+        "a trace of its own"
+    );
     assert!(process.span.parent_span_id.is_empty(), "a root span");
 
     let redact = |value: &str| value.replace(&order_id, "[order-1]");
@@ -155,7 +162,7 @@ async fn with_trace_relation_link_each_message_is_a_trace_that_links() {
     let snapshot = format!(
         "POST /orders, the trace the gateway named in traceresponse:\n{}\n\
          task's delivery of the message, a trace that links to the publish:\n{}",
-        render(&from_hex(&trace)),
+        render(&trace_id_bytes(&trace).expect("a trace id")),
         render(&process.span.trace_id),
     );
     insta::assert_snapshot!("one_order_link", snapshot);
@@ -191,7 +198,7 @@ async fn a_link_points_at_the_producer_span() {
     .await;
     assert_eq!(
         str_field(&handled, "trace_id"),
-        Some(hex(&process.span.trace_id).as_str())
+        Some(trace_id_hex(&process.span.trace_id).as_str())
     );
 }
 
@@ -280,7 +287,11 @@ async fn the_message_carries_a_traceparent_on_the_wire() {
         })
         .await;
     let publish = producer(&spans, &order_id).unwrap();
-    assert_eq!(hex(&publish.span.span_id), span_id, "the publish span");
+    assert_eq!(
+        span_id_hex(&publish.span.span_id),
+        span_id,
+        "the publish span"
+    );
 }
 
 /// A delivery that fails is redelivered, and each delivery is a span of its
@@ -325,7 +336,11 @@ async fn each_delivery_is_a_span_of_its_own() {
     assert_eq!(counts, expected, "numbered in order");
     let (handled, failed) = deliveries.split_last().unwrap();
     for delivery in deliveries.iter() {
-        assert_eq!(hex(&delivery.span.trace_id), trace, "the order's trace");
+        assert_eq!(
+            trace_id_hex(&delivery.span.trace_id),
+            trace,
+            "the order's trace"
+        );
         assert_eq!(delivery.span.parent_span_id, publish.span.span_id);
         assert_links_to(delivery, publish);
     }

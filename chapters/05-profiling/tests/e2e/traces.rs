@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use reqwest::{Method, StatusCode};
 use testkit::logs::{self, is_span_id, is_trace_id, str_field};
-use testkit::otlp::{ReceivedSpan, render_trace};
+use testkit::otlp::{ReceivedSpan, render_trace, span_id_hex, trace_id_bytes, trace_id_hex};
 use testkit::{Api, DEADLINE, Service, System, SystemBuilder, order_body, wait_for};
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -66,10 +66,6 @@ pub(crate) async fn post_order(
     (body["order_id"].as_str().unwrap().to_owned(), ids)
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub(crate) const CREATE_ORDER: &str = "orders.v1.OrderService/CreateOrder";
 pub(crate) const PUSH_RESULT: &str = "orders.v1.GatewayCallback/PushResult";
 
@@ -77,9 +73,9 @@ pub(crate) const PUSH_RESULT: &str = "orders.v1.GatewayCallback/PushResult";
 /// spans in the order they end, so once the span that ends last arrived,
 /// the others have too.
 pub(crate) fn sent(spans: &[ReceivedSpan], service: &str, name: &str, trace: &str) -> bool {
-    spans
-        .iter()
-        .any(|s| s.service == service && s.span.name == name && hex(&s.span.trace_id) == trace)
+    spans.iter().any(|s| {
+        s.service == service && s.span.name == name && trace_id_hex(&s.span.trace_id) == trace
+    })
 }
 
 /// The span of `service` named `name`, in trace `trace`.
@@ -91,7 +87,9 @@ pub(crate) fn find<'a>(
 ) -> &'a ReceivedSpan {
     spans
         .iter()
-        .find(|s| s.service == service && s.span.name == name && hex(&s.span.trace_id) == trace)
+        .find(|s| {
+            s.service == service && s.span.name == name && trace_id_hex(&s.span.trace_id) == trace
+        })
         .unwrap_or_else(|| panic!("no span {service} {name} in trace {trace}"))
 }
 
@@ -123,7 +121,7 @@ fn task_trace(spans: &[ReceivedSpan], order_id: &str) -> Option<String> {
                 && s.span.name == "handle"
                 && attribute(s, "order_id").as_deref() == Some(order_id)
         })
-        .map(|s| hex(&s.span.trace_id))
+        .map(|s| trace_id_hex(&s.span.trace_id))
 }
 
 /// What the snapshots show of each span.
@@ -201,10 +199,7 @@ async fn one_order_as_its_spans_show_it() {
 
     let redact = |value: &str| value.replace(&order_id, "[order-1]");
     let render = |trace: &str| {
-        let bytes: Vec<u8> = (0..trace.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&trace[i..i + 2], 16).unwrap())
-            .collect();
+        let bytes = trace_id_bytes(trace).unwrap_or_else(|| panic!("{trace} is no trace id"));
         render_trace(&spans, &bytes, ATTRIBUTES, &redact)
     };
     let snapshot = format!(
@@ -237,7 +232,7 @@ async fn the_trace_context_crosses_grpc_both_ways() {
 
     // The traceresponse names the gateway's span of the request.
     let post = find(&spans, "gateway", "POST /orders", &trace);
-    assert_eq!(hex(&post.span.span_id), span);
+    assert_eq!(span_id_hex(&post.span.span_id), span);
     assert!(post.span.parent_span_id.is_empty(), "a new trace");
 
     // gateway -> logic.
@@ -510,7 +505,7 @@ async fn a_sampler_of_zero_keeps_only_the_traces_callers_keep() {
         .await;
     let elsewhere: Vec<String> = spans
         .iter()
-        .filter(|s| hex(&s.span.trace_id) != client_trace)
+        .filter(|s| trace_id_hex(&s.span.trace_id) != client_trace)
         .map(|s| format!("{} {}", s.service, s.span.name))
         .collect();
     assert!(
@@ -518,7 +513,7 @@ async fn a_sampler_of_zero_keeps_only_the_traces_callers_keep() {
         "spans of dropped traces: {elsewhere:?}"
     );
     let post = find(&spans, "gateway", "POST /orders", client_trace);
-    assert_eq!(hex(&post.span.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(span_id_hex(&post.span.parent_span_id), "00f067aa0ba902b7");
 
     let accepted = logs::parse_all(&system.stdout(Service::Gateway))
         .into_iter()
