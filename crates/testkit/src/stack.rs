@@ -23,9 +23,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use anyhow::{Context, Result, bail, ensure};
 use orders::topology::Service;
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{Expr, VectorSelector};
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
@@ -515,36 +518,6 @@ pub fn alert_test_cases(root: &Path) -> Result<BTreeMap<String, (usize, usize)>>
 
 // -------------------------------------------------------------- metric names
 
-/// Words of PromQL that are not metric names when they stand alone.
-const PROMQL_KEYWORDS: &[&str] = &[
-    "and",
-    "or",
-    "unless",
-    "bool",
-    "offset",
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "inf",
-    "nan",
-    "start",
-    "end",
-    "atan2",
-];
-
-/// Keywords followed by a list of label names in parentheses.
-const LABEL_LIST_KEYWORDS: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-];
-
 /// Metric names that come from other programs than our services:
 /// Prometheus itself (`up`, `ALERTS`, `scrape_*`), cAdvisor (`container_*`,
 /// `machine_*`), the NATS exporter (`gnatsd_*`, `jetstream_*`), Tempo's
@@ -570,97 +543,99 @@ pub fn from_other_exporter(name: &str) -> bool {
 }
 
 /// The metric names a PromQL expression reads, as written (a histogram's
-/// `_bucket`, `_sum`, `_count` series by those names). Function names,
-/// keywords, label names, strings, durations and Grafana's variables
-/// (`$service`, `${service}`, `$__rate_interval`) are not metric names.
-pub fn metric_names_in(expr: &str) -> BTreeSet<String> {
-    let chars: Vec<char> = expr.chars().collect();
+/// `_bucket`, `_sum`, `_count` series by those names): the names of its
+/// selectors, `up` or `{__name__="up"}`. The expression is parsed by
+/// `promql-parser` once Grafana's variables are filled in as Grafana fills
+/// them (`fill_grafana_variables`), so function names, keywords, label names,
+/// strings, durations and comments are never taken for metric names.
+///
+/// Errors when the expression is not PromQL, with the parser's message.
+pub fn metric_names_in(expr: &str) -> Result<BTreeSet<String>> {
+    let promql = fill_grafana_variables(expr);
+    let parsed = promql_parser::parser::parse(&promql)
+        .map_err(|e| anyhow::anyhow!("not PromQL ({e}): {expr}"))?;
     let mut names = BTreeSet::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            '"' | '\'' | '`' => i = skip_string(&chars, i),
-            '#' => {
-                while i < chars.len() && chars[i] != '\n' {
-                    i += 1;
-                }
+    selector_names(&parsed, &mut names);
+    Ok(names)
+}
+
+/// `expr` with each Grafana variable (`$name`, `${name}`, `${name:format}`,
+/// `[[name]]`; `$$`, the provisioning files' escape, too) replaced by a
+/// value of its kind, as Grafana interpolates them before Prometheus sees
+/// the query: `$__rate_interval`, `$__interval` and `$__range` by a
+/// duration (`5m`), the tags of a link from a trace (`$__tags`) by one
+/// label matcher (`tag="value"`), any other variable (`$service`) by `1`,
+/// which is valid wherever a dashboard puts a variable (in a label
+/// matcher's string, as a number). `$1` in a string (label_replace's
+/// replacement) is not a variable.
+fn fill_grafana_variables(expr: &str) -> String {
+    static VARIABLE: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(
+            r"\$+(?:\{([A-Za-z_]\w*)(?::\w+)?\}|([A-Za-z_]\w*))|\[\[([A-Za-z_]\w*)(?::\w+)?\]\]",
+        )
+        .expect("a valid regex")
+    });
+    VARIABLE
+        .replace_all(expr, |captures: &regex::Captures| {
+            let name = (1..=3)
+                .find_map(|group| captures.get(group))
+                .map_or("", |name| name.as_str());
+            match name {
+                "__rate_interval" | "__interval" | "__range" => "5m",
+                "__tags" => r#"tag="value""#,
+                _ => "1",
             }
-            '{' => {
-                let end = closing(&chars, i, '{', '}');
-                names.extend(name_matchers(&chars[i + 1..end.min(chars.len())]));
-                i = end + 1;
+        })
+        .into_owned()
+}
+
+/// Adds the metric names of the selectors in `expr` to `names`.
+fn selector_names(expr: &Expr, names: &mut BTreeSet<String>) {
+    let mut selector = |selector: &VectorSelector| {
+        names.extend(selector.name.clone());
+        let by_matcher = selector
+            .matchers
+            .matchers
+            .iter()
+            .filter(|m| m.name == "__name__" && m.op == MatchOp::Equal);
+        names.extend(by_matcher.map(|m| m.value.clone()));
+    };
+    match expr {
+        Expr::VectorSelector(vector) => selector(vector),
+        Expr::MatrixSelector(matrix) => selector(&matrix.vs),
+        Expr::Aggregate(aggregate) => {
+            selector_names(&aggregate.expr, names);
+            if let Some(param) = &aggregate.param {
+                selector_names(param, names);
             }
-            // A range, a subquery's step or Grafana's old [[variable]].
-            '[' => i = closing(&chars, i, '[', ']') + 1,
-            '$' => {
-                while i < chars.len() && chars[i] == '$' {
-                    i += 1;
-                }
-                if chars.get(i) == Some(&'{') {
-                    i = closing(&chars, i, '{', '}') + 1;
-                } else {
-                    while i < chars.len() && is_ident(chars[i]) {
-                        i += 1;
-                    }
-                }
-            }
-            c if c.is_ascii_digit()
-                || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
-            {
-                // A number or a duration: 0.95, 1e3, 5m, 1h30m, 0x1f.
-                i += 1;
-                while i < chars.len() {
-                    let d = chars[i];
-                    let exponent_sign = (d == '+' || d == '-') && matches!(chars[i - 1], 'e' | 'E');
-                    if d.is_ascii_alphanumeric() || d == '.' || d == '_' || exponent_sign {
-                        i += 1;
-                    } else {
-                        break;
-                    }
-                }
-            }
-            c if is_ident_start(c) => {
-                let start = i;
-                while i < chars.len() && is_ident(chars[i]) {
-                    i += 1;
-                }
-                let word: String = chars[start..i].iter().collect();
-                let mut next = i;
-                while next < chars.len() && chars[next].is_whitespace() {
-                    next += 1;
-                }
-                let lower = word.to_ascii_lowercase();
-                // `sum by (le) (...)`: an aggregation with its modifier first.
-                let next_word: String = chars[next..]
-                    .iter()
-                    .take_while(|c| is_ident(**c))
-                    .collect::<String>()
-                    .to_ascii_lowercase();
-                if LABEL_LIST_KEYWORDS.contains(&lower.as_str()) {
-                    if chars.get(next) == Some(&'(') {
-                        i = closing(&chars, next, '(', ')') + 1;
-                    }
-                } else if chars.get(next) == Some(&'(')
-                    || next_word == "by"
-                    || next_word == "without"
-                    || PROMQL_KEYWORDS.contains(&lower.as_str())
-                {
-                    // A function or an aggregation, or a keyword.
-                } else {
-                    names.insert(word);
-                }
-            }
-            _ => i += 1,
         }
+        Expr::Unary(unary) => selector_names(&unary.expr, names),
+        Expr::Binary(binary) => {
+            selector_names(&binary.lhs, names);
+            selector_names(&binary.rhs, names);
+        }
+        Expr::Paren(paren) => selector_names(&paren.expr, names),
+        Expr::Subquery(subquery) => selector_names(&subquery.expr, names),
+        Expr::Call(call) => call
+            .args
+            .args
+            .iter()
+            .for_each(|arg| selector_names(arg, names)),
+        Expr::Extension(extension) => extension
+            .expr
+            .children()
+            .iter()
+            .for_each(|child| selector_names(child, names)),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {}
     }
-    names
 }
 
 /// The metric names of a Grafana template variable's query:
 /// `label_values(up{job="x"}, job)`, `label_values(job)`,
 /// `query_result(expr)`, `metrics(regex)`, or plain PromQL.
-pub fn metric_names_in_variable_query(query: &str) -> BTreeSet<String> {
+///
+/// Errors when the PromQL in it does not parse ([`metric_names_in`]).
+pub fn metric_names_in_variable_query(query: &str) -> Result<BTreeSet<String>> {
     let query = query.trim();
     let inner = |prefix: &str| {
         query
@@ -672,74 +647,16 @@ pub fn metric_names_in_variable_query(query: &str) -> BTreeSet<String> {
         // The last argument is a label name; before it, if anything, a selector.
         return match args.rfind(',') {
             Some(comma) => metric_names_in(&args[..comma]),
-            None => BTreeSet::new(),
+            None => Ok(BTreeSet::new()),
         };
     }
     if let Some(expr) = inner("query_result") {
         return metric_names_in(expr);
     }
     if inner("metrics").is_some() || inner("label_names").is_some() {
-        return BTreeSet::new();
+        return Ok(BTreeSet::new());
     }
     metric_names_in(query)
-}
-
-fn is_ident_start(c: char) -> bool {
-    c.is_ascii_alphabetic() || c == '_' || c == ':'
-}
-
-fn is_ident(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || c == ':'
-}
-
-/// The index just past the string that starts at `start`.
-fn skip_string(chars: &[char], start: usize) -> usize {
-    let quote = chars[start];
-    let mut i = start + 1;
-    while i < chars.len() {
-        match chars[i] {
-            '\\' if quote != '`' => i += 2,
-            c if c == quote => return i + 1,
-            _ => i += 1,
-        }
-    }
-    chars.len()
-}
-
-/// The index of the bracket closing the one at `start` (strings skipped),
-/// or the end of the text.
-fn closing(chars: &[char], start: usize, open: char, close: char) -> usize {
-    let mut depth = 0;
-    let mut i = start;
-    while i < chars.len() {
-        match chars[i] {
-            '"' | '\'' | '`' => {
-                i = skip_string(chars, i);
-                continue;
-            }
-            c if c == open => depth += 1,
-            c if c == close => {
-                depth -= 1;
-                if depth == 0 {
-                    return i;
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    chars.len()
-}
-
-/// The names of `{__name__="x"}` matchers inside a selector's braces.
-fn name_matchers(inside: &[char]) -> BTreeSet<String> {
-    let text: String = inside.iter().collect();
-    let matcher =
-        Regex::new(r#"__name__\s*=\s*"([a-zA-Z_:][a-zA-Z0-9_:]*)""#).expect("a valid regex");
-    matcher
-        .captures_iter(&text)
-        .map(|captures| captures[1].to_owned())
-        .collect()
 }
 
 /// Every metric name our services must expose for the stack's
@@ -758,19 +675,26 @@ fn used_metrics(root: &Path) -> Result<BTreeSet<String>> {
     let mut names = BTreeSet::new();
     let mut recorded = BTreeSet::new();
     for rule in rules(root)? {
-        names.extend(metric_names_in(&rule.expr));
+        let what = rule.record.as_deref().or(rule.alert.as_deref());
+        names.extend(
+            metric_names_in(&rule.expr)
+                .with_context(|| format!("rule {}", what.unwrap_or("without a name")))?,
+        );
         recorded.extend(rule.record);
     }
-    for (_, dashboard) in dashboards(root)? {
+    for (path, dashboard) in dashboards(root)? {
         for expr in dashboard_exprs(&dashboard) {
-            names.extend(metric_names_in(&expr));
+            names.extend(metric_names_in(&expr).with_context(|| path.display().to_string())?);
         }
         for query in variable_queries(&dashboard) {
-            names.extend(metric_names_in_variable_query(&query));
+            names.extend(
+                metric_names_in_variable_query(&query)
+                    .with_context(|| path.display().to_string())?,
+            );
         }
     }
     for query in traces_to_metrics_queries(root)? {
-        names.extend(metric_names_in(&query));
+        names.extend(metric_names_in(&query).context("the Tempo data source's tracesToMetrics")?);
     }
     Ok(names
         .into_iter()
@@ -1016,6 +940,45 @@ pub fn alloy_relabel_rules(config: &str) -> Result<Vec<BTreeMap<String, AlloyVal
         rules.push(rule);
     }
     Ok(rules)
+}
+
+/// The index just past the string that starts at `start`.
+fn skip_string(chars: &[char], start: usize) -> usize {
+    let quote = chars[start];
+    let mut i = start + 1;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' if quote != '`' => i += 2,
+            c if c == quote => return i + 1,
+            _ => i += 1,
+        }
+    }
+    chars.len()
+}
+
+/// The index of the bracket closing the one at `start` (strings skipped),
+/// or the end of the text.
+fn closing(chars: &[char], start: usize, open: char, close: char) -> usize {
+    let mut depth = 0;
+    let mut i = start;
+    while i < chars.len() {
+        match chars[i] {
+            '"' | '\'' | '`' => {
+                i = skip_string(chars, i);
+                continue;
+            }
+            c if c == open => depth += 1,
+            c if c == close => {
+                depth -= 1;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    chars.len()
 }
 
 /// The text without `//` and `/* */` comments, strings left whole.
@@ -1562,7 +1525,12 @@ mod tests {
 
     #[test]
     fn metric_names_are_found_in_promql() {
-        let names = |expr| metric_names_in(expr).into_iter().collect::<Vec<_>>();
+        let names = |expr| {
+            metric_names_in(expr)
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
             names(
                 r#"histogram_quantile(0.99, sum by (le, route) (rate(http_request_duration_seconds_bucket{job=~"$service",route!="/x"}[$__rate_interval])))"#
@@ -1577,23 +1545,45 @@ mod tests {
         );
         assert_eq!(
             names(
-                r#"label_replace(up, "dst", "$1", "job", "(.*)") + {__name__="named_by_matcher"} + sum without (x) (e[5m:1m])"#
+                r#"label_replace(up, "dst", "$1", "job", "(.*)") + {__name__="named_by_matcher"} + sum without (x) (rate(e[5m:1m])) + topk(scalar(k), f)"#
             ),
-            ["e", "named_by_matcher", "up"]
+            ["e", "f", "k", "named_by_matcher", "up"]
         );
         assert_eq!(
             names(
-                "rate(process_cpu_seconds_total{$$__tags}[1m]) + ${var} + x:recorded:ratio_rate5m # a comment with words"
+                "rate(process_cpu_seconds_total{$$__tags}[1m]) + ${var} + [[old]] + x:recorded:ratio_rate5m # a comment with words"
             ),
             ["process_cpu_seconds_total", "x:recorded:ratio_rate5m"]
         );
         assert_eq!(
             metric_names_in_variable_query(r#"label_values(up{job=~"gateway|logic|task"}, job)"#)
+                .unwrap()
                 .into_iter()
                 .collect::<Vec<_>>(),
             ["up"]
         );
-        assert!(metric_names_in_variable_query("label_values(job)").is_empty());
+        assert!(
+            metric_names_in_variable_query("label_values(job)")
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn what_is_not_promql_is_an_error() {
+        for expr in [
+            "sum(rate(a[5m])",
+            "rate(a)",
+            "sum(a[5m])",
+            "a{b=}",
+            "no_such_function(a)",
+        ] {
+            let error = metric_names_in(expr).unwrap_err().to_string();
+            assert!(
+                error.starts_with("not PromQL") && error.ends_with(expr),
+                "{error}"
+            );
+        }
     }
 
     #[test]
