@@ -11,13 +11,12 @@ use orders::pb;
 use orders::pb::order_service_server::{OrderService, OrderServiceServer};
 use orders::queue::ORDERS_CREATED;
 use orders::store::Store;
-use orders::topology::Service;
 use orders::{NewOrder, Order};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::telemetry;
+use crate::telemetry::{self, Telemetry};
 
 /// How long a publish waits for JetStream's ack. Shorter than the gateway's
 /// deadline: when NATS is down the order is still stored and answered, and
@@ -33,7 +32,7 @@ pub struct Args {
     outbox_interval_ms: u64,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, telemetry: Telemetry) -> anyhow::Result<()> {
     let shutdown = orders::shutdown::on_signal();
     let topology = args.topology;
 
@@ -56,6 +55,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     tokio::spawn(sweep_outbox(
+        telemetry.clone(),
         store.clone(),
         jetstream.clone(),
         Duration::from_millis(args.outbox_interval_ms),
@@ -78,11 +78,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     })
-    .merge(telemetry::metrics_router(Service::Logic));
+    .merge(telemetry.admin_routes());
     let grpc = tonic::transport::Server::builder()
         .trace_fn(telemetry::grpc_server_span)
-        .layer(telemetry::GrpcServerLayer)
-        .add_service(OrderServiceServer::new(OrderApi { store, jetstream }))
+        .layer(telemetry.grpc_server_layer())
+        .add_service(OrderServiceServer::new(OrderApi {
+            store,
+            jetstream,
+            telemetry,
+        }))
         .serve_with_shutdown(topology.logic_grpc, shutdown.clone().cancelled_owned());
 
     tracing::info_span!("startup").in_scope(|| {
@@ -102,6 +106,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 struct OrderApi {
     store: Store,
     jetstream: jetstream::Context,
+    telemetry: Telemetry,
 }
 
 #[tonic::async_trait]
@@ -120,11 +125,12 @@ impl OrderService for OrderApi {
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let order = Order::create(new);
 
-        telemetry::db_query("insert", self.store.insert(&order))
+        self.telemetry
+            .db_query("insert", self.store.insert(&order))
             .await
             .inspect_err(|e| tracing::error!(error = %e, "storing the order failed"))
             .map_err(|e| Status::unavailable(format!("storing the order: {e}")))?;
-        telemetry::order_created();
+        self.telemetry.order_created();
         tracing::info!(
             order_id = %order.order_id,
             user_id = %order.user_id,
@@ -134,10 +140,16 @@ impl OrderService for OrderApi {
         );
 
         // Stored is accepted: if the publish fails, the outbox sweep retries.
-        match telemetry::mq_publish(ORDERS_CREATED, publish(&self.jetstream, &order)).await {
+        match self
+            .telemetry
+            .mq_publish(ORDERS_CREATED, publish(&self.jetstream, &order))
+            .await
+        {
             Ok(()) => {
-                if let Err(e) =
-                    telemetry::db_query("update", self.store.mark_published(&order.order_id)).await
+                if let Err(e) = self
+                    .telemetry
+                    .db_query("update", self.store.mark_published(&order.order_id))
+                    .await
                 {
                     tracing::warn!(
                         order_id = %order.order_id,
@@ -164,7 +176,11 @@ impl OrderService for OrderApi {
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::Order>, Status> {
         let order_id = request.into_inner().order_id;
-        match telemetry::db_query("select", self.store.get(&order_id)).await {
+        match self
+            .telemetry
+            .db_query("select", self.store.get(&order_id))
+            .await
+        {
             Ok(Some(order)) => Ok(Response::new(order.into())),
             Ok(None) => Err(Status::not_found(format!("no order {order_id}"))),
             Err(e) => Err(Status::unavailable(format!("reading the order: {e}"))),
@@ -212,6 +228,7 @@ async fn declare_stream(
 /// Only orders older than one interval are swept, so an order whose first
 /// publish is still in flight is not sent twice for nothing.
 async fn sweep_outbox(
+    telemetry: Telemetry,
     store: Store,
     jetstream: jetstream::Context,
     interval: Duration,
@@ -224,7 +241,10 @@ async fn sweep_outbox(
             () = shutdown.cancelled() => return,
         }
         let cutoff = orders::domain::unix_millis() - interval.as_millis() as i64;
-        let pending = match telemetry::db_query("select", store.unpublished(cutoff, 100)).await {
+        let pending = match telemetry
+            .db_query("select", store.unpublished(cutoff, 100))
+            .await
+        {
             Ok(pending) => pending,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the outbox failed");
@@ -234,7 +254,8 @@ async fn sweep_outbox(
         for order in pending {
             // A span per republished order; an idle sweep makes none.
             let span = tracing::info_span!("outbox republish", order_id = %order.order_id);
-            if telemetry::mq_publish(ORDERS_CREATED, publish(&jetstream, &order))
+            if telemetry
+                .mq_publish(ORDERS_CREATED, publish(&jetstream, &order))
                 .instrument(span.clone())
                 .await
                 .is_err()
@@ -242,8 +263,9 @@ async fn sweep_outbox(
                 break; // NATS is still down; try again next tick.
             }
             span.in_scope(|| tracing::info!("order republished from the outbox"));
-            if let Err(e) =
-                telemetry::db_query("update", store.mark_published(&order.order_id)).await
+            if let Err(e) = telemetry
+                .db_query("update", store.mark_published(&order.order_id))
+                .await
             {
                 span.in_scope(|| tracing::warn!(error = %e, "order republished, flag not saved"));
             }

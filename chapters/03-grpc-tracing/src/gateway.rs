@@ -18,12 +18,11 @@ use axum::{Json, Router};
 use orders::pb::gateway_callback_server::{GatewayCallback, GatewayCallbackServer};
 use orders::pb::order_service_client::OrderServiceClient;
 use orders::pb::{self, Outcome};
-use orders::topology::Service;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tonic::transport::Endpoint;
 
-use crate::telemetry;
+use crate::telemetry::{self, Telemetry};
 
 /// Largest request body accepted; an order is a few dozen bytes.
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -40,7 +39,7 @@ pub struct Args {
     logic_timeout_ms: u64,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, telemetry: Telemetry) -> anyhow::Result<()> {
     let shutdown = orders::shutdown::on_signal();
     let topology = args.topology;
     let logic_timeout = Duration::from_millis(args.logic_timeout_ms);
@@ -55,15 +54,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         logic_timeout,
         results: results.clone(),
         api_token: Arc::from(args.api_token),
+        telemetry: telemetry.clone(),
     };
 
     let callback = tonic::transport::Server::builder()
         .trace_fn(telemetry::grpc_server_span)
-        .layer(telemetry::GrpcServerLayer)
-        .add_service(GatewayCallbackServer::new(CallbackServer { results }))
+        .layer(telemetry.grpc_server_layer())
+        .add_service(GatewayCallbackServer::new(CallbackServer {
+            results,
+            telemetry: telemetry.clone(),
+        }))
         .serve_with_shutdown(topology.gateway_grpc, shutdown.clone().cancelled_owned());
-    let admin = orders::admin::router(|| async { Ok(()) })
-        .merge(telemetry::metrics_router(Service::Gateway));
+    let admin = orders::admin::router(|| async { Ok(()) }).merge(telemetry.admin_routes());
 
     tracing::info_span!("startup").in_scope(|| {
         tracing::info!(
@@ -86,6 +88,7 @@ struct AppState {
     logic_timeout: Duration,
     results: Results,
     api_token: Arc<str>,
+    telemetry: Telemetry,
 }
 
 // ANCHOR: router
@@ -108,11 +111,10 @@ fn api_router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Outermost, so it sees every answer, the refusals included.
-        .layer(middleware::from_fn(telemetry::track_http))
-        // The request's trace, for the client, in a `traceresponse` header.
-        .layer(middleware::from_fn(telemetry::trace_response))
-        // Around that: the request's span, and its access line.
-        .layer(middleware::from_fn(telemetry::log_http))
+        .layer(middleware::from_fn_with_state(
+            state.telemetry.clone(),
+            telemetry::track_http,
+        ))
         .with_state(state)
 }
 // ANCHOR_END: router
@@ -167,14 +169,14 @@ async fn create_order(
     let mut logic = state.logic.clone();
     let created = call_logic(
         state.logic_timeout,
-        telemetry::grpc_client(
+        state.telemetry.grpc_client(
             "orders.v1.OrderService",
             "CreateOrder",
             logic.create_order(request),
         ),
     )
     .await?;
-    telemetry::order_accepted(&created.order_id, received);
+    state.telemetry.order_accepted(&created.order_id, received);
     tracing::info!(order_id = %created.order_id, "order accepted");
 
     let location = format!("/orders/{}", created.order_id);
@@ -218,7 +220,7 @@ async fn get_order(
     };
     let order = call_logic(
         state.logic_timeout,
-        telemetry::grpc_client(
+        state.telemetry.grpc_client(
             "orders.v1.OrderService",
             "GetOrder",
             logic.get_order(request),
@@ -290,6 +292,7 @@ impl Results {
 // ANCHOR: push_result
 struct CallbackServer {
     results: Results,
+    telemetry: Telemetry,
 }
 
 #[tonic::async_trait]
@@ -315,7 +318,7 @@ impl GatewayCallback for CallbackServer {
             },
         );
         if recorded {
-            telemetry::order_completed(&request.order_id, outcome);
+            self.telemetry.order_completed(&request.order_id, outcome);
         }
         tracing::info!(
             order_id = %request.order_id,

@@ -17,6 +17,7 @@ mod telemetry;
 
 use clap::{Parser, Subcommand};
 use orders::topology::Service;
+use telemetry::Telemetry;
 
 #[derive(Parser)]
 #[command(version, about = "Chapter 04: the order system, one trace per order")]
@@ -51,22 +52,10 @@ struct AllArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::All(cli.all));
-    // ANCHOR: init_logs
-    // Each service logs JSON lines; `all` passes them through as they are.
-    let service = match &command {
-        Command::Gateway(_) => Some(Service::Gateway),
-        Command::Logic(_) => Some(Service::Logic),
-        Command::Task(_) => Some(Service::Task),
-        Command::All(_) => None,
-    };
-    if let Some(service) = service {
-        telemetry::init_logs(service)?;
-    }
-    // ANCHOR_END: init_logs
-    let result = match command {
-        Command::Gateway(args) => gateway::run(args).await,
-        Command::Logic(args) => logic::run(args).await,
-        Command::Task(args) => task::run(args).await,
+    match command {
+        Command::Gateway(args) => serve(Service::Gateway, |t| gateway::run(args, t)).await,
+        Command::Logic(args) => serve(Service::Logic, |t| logic::run(args, t)).await,
+        Command::Task(args) => serve(Service::Task, |t| task::run(args, t)).await,
         Command::All(args) => {
             let hints = telemetry::banner_hints(&args.topology);
             orders::launcher::run(orders::launcher::Launch {
@@ -76,10 +65,19 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
-    };
-    // ANCHOR: shutdown
-    // The spans still queued are sent before the process exits.
-    telemetry::shutdown_traces().await;
-    // ANCHOR_END: shutdown
+    }
+}
+
+// ANCHOR: serve
+/// Runs one service with its telemetry: set up before the service starts,
+/// shut down (what is buffered is sent) after it stopped.
+async fn serve<F>(service: Service, run: impl FnOnce(Telemetry) -> F) -> anyhow::Result<()>
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let telemetry = telemetry::init(service)?;
+    let result = run(telemetry.clone()).await;
+    telemetry.shutdown().await;
     result
 }
+// ANCHOR_END: serve

@@ -13,12 +13,11 @@ use futures::StreamExt;
 use orders::fulfilment::{Fulfilment, plan_packing};
 use orders::pb::gateway_callback_client::GatewayCallbackClient;
 use orders::pb::{self, Outcome};
-use orders::topology::Service;
 use orders::{OrderCreated, queue};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-use crate::telemetry;
+use crate::telemetry::{self, MessageHandling, Telemetry};
 
 /// How long task waits for the gateway's answer to a callback.
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -38,7 +37,7 @@ pub struct Args {
     // ANCHOR_END: trace_relation
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, telemetry: Telemetry) -> anyhow::Result<()> {
     let shutdown = orders::shutdown::on_signal();
     let topology = args.topology;
 
@@ -68,8 +67,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     })
-    .merge(telemetry::metrics_router(Service::Task))
-    .merge(telemetry::profiling_router());
+    .merge(telemetry.admin_routes());
 
     tracing::info_span!("startup").in_scope(|| {
         tracing::info!(
@@ -81,6 +79,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::try_join!(
         async {
             consume(
+                telemetry,
                 jetstream,
                 gateway,
                 args.concurrency,
@@ -99,6 +98,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// Binds the durable consumer and handles messages until shutdown; binds
 /// again whenever the message stream ends (a NATS restart, for instance).
 async fn consume(
+    telemetry: Telemetry,
     jetstream: jetstream::Context,
     gateway: GatewayCallbackClient<telemetry::TracedChannel>,
     concurrency: usize,
@@ -118,15 +118,15 @@ async fn consume(
                 messages
                     .take_until(shutdown.cancelled())
                     .for_each_concurrent(concurrency, |message| {
-                        let gateway = gateway.clone();
+                        let (telemetry, gateway) = (telemetry.clone(), gateway.clone());
                         async move {
                             match message {
-                                // Chapter 04: in the delivery's consumer span.
                                 Ok(message) => {
-                                    telemetry::mq_process(message, relation, |message| {
-                                        handle(message, gateway)
-                                    })
-                                    .await
+                                    telemetry
+                                        .mq_process(message, relation, |message, handling| {
+                                            handle(message, handling, telemetry.clone(), gateway)
+                                        })
+                                        .await
                                 }
                                 Err(e) => tracing::warn!(error = %e, "receiving failed"),
                             }
@@ -150,9 +150,10 @@ async fn consume(
 #[tracing::instrument(skip_all, fields(order_id))]
 async fn handle(
     message: jetstream::Message,
+    handling: MessageHandling,
+    telemetry: Telemetry,
     mut gateway: GatewayCallbackClient<telemetry::TracedChannel>,
 ) {
-    let handling = telemetry::MessageHandling::start(&message);
     let delivery = message.info().map(|info| info.delivered).unwrap_or(1);
     let order: OrderCreated = match serde_json::from_slice(&message.payload) {
         Ok(order) => order,
@@ -191,7 +192,7 @@ async fn handle(
 
     match tokio::time::timeout(
         CALLBACK_TIMEOUT,
-        telemetry::grpc_client(
+        telemetry.grpc_client(
             "orders.v1.GatewayCallback",
             "PushResult",
             gateway.push_result(request),

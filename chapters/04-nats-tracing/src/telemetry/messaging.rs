@@ -1,10 +1,8 @@
-//! Chapter 04's lesson: the trace context crosses NATS. Until chapter 03 an
-//! order was two traces: the gateway's request with logic's work, and
-//! task's handling of the message with its callback to the gateway. A NATS
-//! message has headers, as an HTTP request or a gRPC call has: logic writes
-//! the W3C `traceparent` (and `tracestate`) of its publish into them, and
-//! task reads it back and continues from it. One order is then one trace,
-//! from `POST /orders` to the gateway's `PushResult`.
+//! Messaging traces: the trace context crosses NATS. A NATS message has
+//! headers, as an HTTP request or a gRPC call has: the publisher writes the
+//! W3C `traceparent` (and `tracestate`) of its publish into them, and the
+//! consumer reads it back and continues from it, so the work a message
+//! causes joins the trace of the request that published it.
 //!
 //! Two spans describe a message, named and described by OpenTelemetry's
 //! messaging conventions, `{operation} {destination}`:
@@ -44,6 +42,7 @@ use async_nats::jetstream;
 use opentelemetry::global;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry_semantic_conventions::attribute as semconv;
 use orders::queue;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -61,12 +60,17 @@ pub enum TraceRelation {
 }
 // ANCHOR_END: relation
 
+/// Which delivery of the message a consumer span handles, 1 for the first.
+/// The conventions have no such attribute for NATS; the name follows Azure
+/// Service Bus's `messaging.servicebus.message.delivery_count`.
+const DELIVERY_COUNT: &str = "messaging.nats.message.delivery_count";
+
 // ANCHOR: producer
 /// The producer span of one publish to JetStream, `publish orders.created`:
-/// [`super::mq_publish`] runs every publish in one. The message's headers
+/// the facade's `mq_publish` runs every publish in one. The message's headers
 /// carry this span's context ([`message_headers`]), so the consumer's span
 /// continues from here.
-pub(super) async fn producer_span<T, E: Display>(
+pub async fn producer_span<T, E: Display>(
     subject: &str,
     publish: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
@@ -75,13 +79,13 @@ pub(super) async fn producer_span<T, E: Display>(
         otel.name = format!("publish {subject}"),
         otel.kind = "producer",
     );
-    span.set_attribute("messaging.system", "nats");
-    span.set_attribute("messaging.destination.name", subject.to_owned());
-    span.set_attribute("messaging.operation.type", "send");
-    span.set_attribute("messaging.operation.name", "publish");
+    span.set_attribute(semconv::MESSAGING_SYSTEM, "nats");
+    span.set_attribute(semconv::MESSAGING_DESTINATION_NAME, subject.to_owned());
+    span.set_attribute(semconv::MESSAGING_OPERATION_TYPE, "send");
+    span.set_attribute(semconv::MESSAGING_OPERATION_NAME, "publish");
     let result = publish.instrument(span.clone()).await;
     if let Err(e) = &result {
-        span.set_attribute("error.type", std::any::type_name::<E>());
+        span.set_attribute(semconv::ERROR_TYPE, std::any::type_name::<E>());
         span.set_status(Status::error(e.to_string()));
     }
     result
@@ -90,11 +94,11 @@ pub(super) async fn producer_span<T, E: Display>(
 
 // ANCHOR: inject
 /// The headers of the message `message_id`, published in the current span,
-/// the producer span of [`super::mq_publish`]: that span's context, as
+/// the producer span of [`producer_span`]: that span's context, as
 /// `traceparent` (and `tracestate`). Records the id on the span too.
 pub fn message_headers(message_id: &str) -> HeaderMap {
     let span = Span::current();
-    span.set_attribute("messaging.message.id", message_id.to_owned());
+    span.set_attribute(semconv::MESSAGING_MESSAGE_ID, message_id.to_owned());
     let context = span.context();
     let mut headers = HeaderMap::new();
     global::get_text_map_propagator(|propagator| {
@@ -147,27 +151,11 @@ fn producer_context(message: &jetstream::Message) -> opentelemetry::Context {
 // ANCHOR_END: extract
 
 // ANCHOR: consumer
-/// Runs `handle` on one delivery of `message`, in the delivery's consumer
-/// span, `process orders.created`:
-/// `telemetry::mq_process(message, relation, |message| handle(message, gateway))`.
-pub async fn mq_process<F: Future<Output = ()>>(
-    message: jetstream::Message,
-    relation: TraceRelation,
-    handle: impl FnOnce(jetstream::Message) -> F,
-) {
-    let span = consumer_span(&message, relation);
-    // In the span, in case `handle` makes its span when called rather than
-    // when first polled.
-    let handling = span.in_scope(|| handle(message));
-    DELIVERY
-        .scope(span.clone(), handling.instrument(span))
-        .await;
-}
-
 /// The consumer span of one delivery: the child of the producer span and
 /// linked to it, or with [`TraceRelation::Link`] the root of a new trace,
 /// linked to it.
-fn consumer_span(message: &jetstream::Message, relation: TraceRelation) -> Span {
+/// The facade's `mq_process` runs each delivery's handling in it.
+pub fn consumer_span(message: &jetstream::Message, relation: TraceRelation) -> Span {
     // `parent: None`: not a child of whatever span the consumer loop is in.
     let span = tracing::info_span!(
         parent: None,
@@ -191,51 +179,44 @@ fn consumer_span(message: &jetstream::Message, relation: TraceRelation) -> Span 
     span.add_link(producer_span);
     // ANCHOR_END: parent_or_link
 
-    span.set_attribute("messaging.system", "nats");
-    span.set_attribute("messaging.destination.name", message.subject.to_string());
-    span.set_attribute("messaging.operation.type", "process");
-    span.set_attribute("messaging.operation.name", "process");
-    span.set_attribute("messaging.consumer.group.name", queue::CONSUMER);
+    span.set_attribute(semconv::MESSAGING_SYSTEM, "nats");
+    span.set_attribute(
+        semconv::MESSAGING_DESTINATION_NAME,
+        message.subject.to_string(),
+    );
+    span.set_attribute(semconv::MESSAGING_OPERATION_TYPE, "process");
+    span.set_attribute(semconv::MESSAGING_OPERATION_NAME, "process");
+    span.set_attribute(semconv::MESSAGING_CONSUMER_GROUP_NAME, queue::CONSUMER);
     if let Some(id) = message
         .headers
         .as_ref()
         .and_then(|h| h.get(NATS_MESSAGE_ID))
     {
-        span.set_attribute("messaging.message.id", id.as_str().to_owned());
+        span.set_attribute(semconv::MESSAGING_MESSAGE_ID, id.as_str().to_owned());
     }
     if let Ok(info) = message.info() {
-        span.set_attribute("messaging.nats.message.delivery_count", info.delivered);
+        span.set_attribute(DELIVERY_COUNT, info.delivered);
     }
     span
 }
 // ANCHOR_END: consumer
 
 // ANCHOR: settled
-tokio::task_local! {
-    /// The consumer span of the delivery being handled, set by
-    /// [`mq_process`] for [`settled`]: the handling itself runs in a span
-    /// of its own, inside this one.
-    static DELIVERY: Span;
-}
-
-/// Records on the delivery's consumer span how it was settled: `ack` is
+/// Records on a delivery's consumer span how it was settled: `ack` is
 /// success; `nak` (to be redelivered) and `term` (never to be) are errors.
-/// Called from [`super::MessageHandling::finish`], inside [`mq_process`].
-pub(super) fn settled(status: &'static str) {
-    let _ = DELIVERY.try_with(|span| {
-        let description = match status {
-            "ack" => return,
-            "nak" => "not handled, to be delivered again",
-            _ => "not handled, never to be delivered again",
-        };
-        span.set_attribute("error.type", status);
-        span.set_status(Status::error(description));
-    });
+pub fn settled(span: &Span, status: &'static str) {
+    let description = match status {
+        "ack" => return,
+        "nak" => "not handled, to be delivered again",
+        _ => "not handled, never to be delivered again",
+    };
+    span.set_attribute(semconv::ERROR_TYPE, status);
+    span.set_status(Status::error(description));
 }
 // ANCHOR_END: settled
 
 /// Lines for the banner of `all`: how task's spans relate to logic's.
-pub(super) fn banner_hints() -> Vec<String> {
+pub fn banner_hints() -> Vec<String> {
     let run = concat!("cargo run -p ", env!("CARGO_PKG_NAME"));
     vec![
         "NATS carries the trace context: task's span of each message is a child of logic's publish, one trace per order."
