@@ -20,6 +20,8 @@ mod bench;
 mod demo;
 mod diffs;
 mod launch;
+#[cfg(test)]
+mod listings;
 mod load;
 mod profile;
 mod provision;
