@@ -1,36 +1,165 @@
-//! `final`: the order system, every observability layer, wired for
-//! production. Everything is in the library, [`orders_final`]; the binary
-//! only adds what only a binary can: the global allocator.
+//! The order system with every layer of the book, as chapter 05 has them:
+//! metrics, JSON logs, traces across HTTP, gRPC and NATS, and profiles, all
+//! set up in [`telemetry`], which the services only call. What this crate
+//! adds is what running the system for real needs:
+//!
+//! - [`config`]: every setting from a flag or its variable, listed by
+//!   `--help` with the `OTEL_*` variables the SDK reads itself;
+//! - [`shutdown`]: SIGTERM or Ctrl-C makes the service not ready, stops
+//!   accepting, drains what is in flight within a deadline, sends the last
+//!   spans and exits 0;
+//! - [`health`]: `/readyz` answers 503 from the moment a shutdown begins;
+//! - [`server`]: every port bound before anything is served, and an admin
+//!   port that outlives the draining;
+//! - [`secret`]: the API's token compared in constant time.
+//!
+//! One binary, four subcommands: `gateway`, `logic` and `task` run one
+//! service each (one container each in docker compose); `all` (the
+//! default) runs the three as child processes, with a nats-server.
 
+mod config;
+mod gateway;
+mod health;
+mod logic;
+mod secret;
+mod server;
+mod shutdown;
+mod task;
+mod telemetry;
+
+use std::io::Write as _;
 use std::process::ExitCode;
+use std::time::Duration;
 
-/// jemalloc instead of the system allocator: it can record, for a sample of
-/// the allocations, the stack that made them, and that is what a heap
-/// profile is. With `unprefixed_malloc_on_supported_platforms` it also
-/// serves C's `malloc`, so SQLite's memory is in the profile too.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+use clap::Parser;
+use orders::topology::Service;
+use telemetry::Telemetry;
 
-/// jemalloc's settings. It reads them when it starts, before `main`, so they
-/// cannot be set by code: they are a symbol, `malloc_conf`, that jemalloc
-/// looks up in the binary. `prof:true` turns the sampler on (without it
-/// `jemalloc_pprof::PROF_CTL` is `None`), `prof_active:true` starts it at
-/// once, and `lg_prof_sample:19` records one allocation per 2^19 bytes (512
-/// KiB) allocated, on average: a stack trace for every allocation would
-/// make every allocation slow.
-///
-/// jemalloc declares it as C's `const char *malloc_conf`: one pointer to a
-/// NUL-terminated string. A `&u8` to the first byte is exactly that; a
-/// `&[u8]`, as often shown, is a pointer *and* a length, and works only
-/// because the pointer happens to come first.
-// SAFETY: `export_name` is unsafe because two items exporting one name, or
-// an item of another type than the one the C side reads, are undefined
-// behaviour. Nothing else in the binary defines `malloc_conf`, and this is a
-// pointer to NUL-terminated bytes, which is what jemalloc reads.
-#[allow(unsafe_code)]
-#[unsafe(export_name = "malloc_conf")]
-pub static MALLOC_CONF: &u8 = &b"prof:true,prof_active:true,lg_prof_sample:19\0"[0];
+use crate::config::{Cli, Command, Config};
+use crate::shutdown::Shutdown;
+
+/// How long the runtime waits, on the way out, for blocking work still
+/// running (a CPU profile being taken, say) before it leaves it behind.
+const RUNTIME_GRACE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
-    orders_final::main()
+    let command = Cli::parse().into_command();
+    hand_down(command.config());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("Error: starting the Tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run(command));
+    runtime.shutdown_timeout(RUNTIME_GRACE);
+    code
+}
+
+/// Runs one service, or `all`, to its end.
+async fn run(command: Command) -> ExitCode {
+    let config = command.config().clone();
+    let Some(service) = command.service() else {
+        let hints = telemetry::banner_hints(&config.topology);
+        let launched = orders::launcher::run(orders::launcher::Launch {
+            chapter: env!("CARGO_PKG_NAME").to_owned(),
+            topology: config.topology,
+            hints,
+        })
+        .await;
+        return report(None, launched);
+    };
+    match service {
+        Service::Gateway => serve(service, config, gateway::run).await,
+        Service::Logic => serve(service, config, logic::run).await,
+        Service::Task => serve(service, config, task::run).await,
+    }
+}
+
+// ANCHOR: serve
+/// Runs one service with its telemetry: set up before the service starts,
+/// shut down (what is buffered is sent) after it stopped, whatever it
+/// returned. The service stops on SIGTERM or Ctrl-C, see [`Shutdown`].
+async fn serve<F>(
+    service: Service,
+    config: Config,
+    run: impl FnOnce(Config, Telemetry, Shutdown) -> F,
+) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let telemetry = match telemetry::init(service) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("Error: setting up the telemetry: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    check_log_filter(&config.log_filter);
+    let result = match Shutdown::on_signals(config.shutdown_delay(), config.shutdown_timeout()) {
+        Ok(shutdown) => run(config, telemetry.clone(), shutdown).await,
+        Err(e) => Err(e.into()),
+    };
+    let code = report(Some(service), result);
+    telemetry.shutdown().await;
+    // And the log lines stdout may still hold.
+    let _ = std::io::stdout().flush();
+    code
+}
+// ANCHOR_END: serve
+
+/// The exit code of `result`, after logging its error: as a log line of
+/// the service, or on stderr for `all`.
+fn report(service: Option<Service>, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => {
+            if service.is_some() {
+                tracing::info_span!("shutdown").in_scope(|| tracing::info!("stopped"));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            match service {
+                Some(_) => tracing::info_span!("shutdown").in_scope(|| {
+                    tracing::error!(error = %format!("{e:#}"), "stopped on an error");
+                }),
+                None => eprintln!("Error: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Puts the settings into this process's environment, as the variables
+/// that set them. The services of `all`, which it starts with the
+/// topology's flags only, inherit them; and the telemetry reads its log
+/// filter from `RUST_LOG`, as in the chapters, which `--log-filter` sets.
+fn hand_down(config: &Config) {
+    for (name, value) in config.environment() {
+        // SAFETY: called from `main` before the Tokio runtime, or any other
+        // thread, is started: nothing can read the environment meanwhile.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var(name, value);
+        }
+    }
+}
+
+/// A log filter that does not parse is replaced by the default one (see
+/// `telemetry::init`); this says so, once the logs work.
+fn check_log_filter(filter: &str) {
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(filter) {
+        tracing::info_span!("startup").in_scope(|| {
+            tracing::warn!(
+                filter,
+                error = %e,
+                default = telemetry::DEFAULT_FILTER,
+                "invalid log filter, using the default"
+            );
+        });
+    }
 }

@@ -7,7 +7,8 @@
 //! flight, task stops pulling messages and finishes (and acks) the ones it
 //! holds, logic stops its outbox sweep. That draining may take at most the
 //! timeout (`--shutdown-timeout-ms`); a second signal ends it at once.
-//! Then the service sends its last spans and exits.
+//! Then task writes out its last acks ([`flush_nats`]), the admin port
+//! closes, and the service sends its last spans and exits.
 //!
 //! ```text
 //! signal -> begun (readyz 503) -> delay -> stopping (listeners closed,
@@ -151,6 +152,19 @@ impl Shutdown {
         }
     }
     // ANCHOR_END: drain
+}
+
+/// Writes out what the NATS client still buffers, on the way out, once the
+/// draining is over: task's acks of its last messages, which would be lost
+/// with the process otherwise (JetStream would deliver those messages
+/// again). A NATS that does not take them within a second is given up on.
+pub async fn flush_nats(client: &async_nats::Client) {
+    if tokio::time::timeout(Duration::from_secs(1), client.flush())
+        .await
+        .is_err()
+    {
+        in_span(|| tracing::warn!("NATS did not take the last acks in time"));
+    }
 }
 
 /// Runs `log` in a span of its own, so that the line has a trace id as

@@ -92,7 +92,9 @@ fn build(root: &Path, chapter: &str) -> anyhow::Result<PathBuf> {
         status.success(),
         "cargo build -p {chapter} failed ({status})"
     );
-    let binary = crate::target_dir(root).join("debug").join(chapter);
+    let binary = crate::target_dir(root)
+        .join("debug")
+        .join(launch::binary_name(chapter));
     ensure!(
         binary.is_file(),
         "built {chapter}, but found no binary at {}",

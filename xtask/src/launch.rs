@@ -25,6 +25,17 @@ pub fn api_token() -> String {
     std::env::var("API_TOKEN").unwrap_or_else(|_| orders::DEFAULT_API_TOKEN.to_owned())
 }
 
+/// The name of the binary `package` builds: the package's own, but for
+/// `final`, whose binary is `orders-final` so that its crate is
+/// `orders_final` (a crate named `final` would be `r#final` in every module
+/// path, so in every log line's `target`): see `final/Cargo.toml`.
+pub fn binary_name(package: &str) -> &str {
+    match package {
+        "final" => "orders-final",
+        package => package,
+    }
+}
+
 /// Builds the packages in one cargo run and returns their binaries.
 pub fn build(root: &Path, packages: &[&str], release: bool) -> anyhow::Result<Vec<PathBuf>> {
     let profile = if release { "release" } else { "debug" };
@@ -42,7 +53,9 @@ pub fn build(root: &Path, packages: &[&str], release: bool) -> anyhow::Result<Ve
     packages
         .iter()
         .map(|package| {
-            let binary = crate::target_dir(root).join(profile).join(package);
+            let binary = crate::target_dir(root)
+                .join(profile)
+                .join(binary_name(package));
             ensure!(
                 binary.is_file(),
                 "built {package}, but found no binary at {}",
@@ -215,5 +228,20 @@ impl System {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mapping says what `final/Cargo.toml` says.
+    #[test]
+    fn the_binary_of_final_is_the_one_its_manifest_names() {
+        let manifest =
+            std::fs::read_to_string(crate::workspace_root().join("final/Cargo.toml")).unwrap();
+        let declared = format!("[[bin]]\nname = \"{}\"", binary_name("final"));
+        assert!(manifest.contains(&declared), "{manifest}");
+        assert_eq!(binary_name("ch05-profiling"), "ch05-profiling");
     }
 }

@@ -1,15 +1,16 @@
-//! Logs: every line a service writes to stdout is one JSON object:
-//! `timestamp`, `level`, `service`, `target`, `message`, the `trace_id` and
-//! `span_id` of the span it was written in, then the fields of that span
-//! and of the spans around it, then the event's own fields (`order_id`,
-//! `user_id`, ...), which win when a name comes twice.
+//! Structured logs: every line a service writes to stdout is one JSON
+//! object: `timestamp`, `level`, `service`, `target`, `message`, the
+//! `trace_id` and `span_id` of the span it was written in, then the fields
+//! of that span and of the spans around it, then the event's own fields
+//! (`order_id`, `user_id`, ...), which win when a name comes twice.
 //!
-//! The services log with [`tracing`]. Every span has an OpenTelemetry span
-//! context ([`tracing_opentelemetry`]), so every line written inside a span
-//! carries its trace id, and the spans go to a collector (see
-//! [`super::traces`]): a trace id leads from a line to its trace, and back.
-//! The context crosses HTTP, gRPC and NATS, so the lines of every service
-//! for one order share one trace id.
+//! The services log with [`tracing`]. `tracing::info!(order_id = %id, "order
+//! created")` is an *event*, one line. A *span* (`info_span!`,
+//! `#[tracing::instrument]`) is a unit of work that events happen in: an
+//! HTTP request, a gRPC call, a message handled. [`tracing_opentelemetry`]
+//! gives every span an OpenTelemetry span context, and [`JsonLines`] writes
+//! its ids on every line inside it: the ids tie together the lines of one
+//! request, in one service or, when the context is carried along, in all.
 //!
 //! A line written outside every span (a library's warning about a lost
 //! connection, say) has no `trace_id` and no `span_id`: there is no
@@ -18,157 +19,46 @@
 use std::fmt;
 use std::io::Write as _;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::{self, HeaderMap};
-use axum::middleware::Next;
-use axum::response::Response;
-use opentelemetry::global;
-use opentelemetry::propagation::Extractor;
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use axum::http::StatusCode;
+use opentelemetry::trace::TraceContextExt;
 use orders::topology::Service;
 use serde_json::Value;
 use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Dispatch, Event, Instrument, Level, Subscriber};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing::{Dispatch, Event, Subscriber};
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
-use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::metrics::{UNMATCHED, method_label};
-use super::traces;
-
-/// What is logged when `RUST_LOG` is not set: `info` and up, but only
-/// warnings from the libraries that would otherwise describe every
-/// connection and frame, and only errors from the OTLP exporter, which
-/// warns about every batch it fails to send (the service says it once: see
-/// `traces::ReportFailures`).
-pub const DEFAULT_FILTER: &str = "info,h2=warn,hyper=warn,tonic=warn,tower=warn,async_nats=warn,sqlx=warn,opentelemetry-otlp=error";
-
-/// Makes `service` write its `tracing` events to stdout as JSON lines,
-/// filtered by `filter` (`--log-filter`, `RUST_LOG`), each with the trace
-/// and span ids of the span it was written in. A filter that does not parse
-/// is replaced by [`DEFAULT_FILTER`], and said so once the logs work.
-pub fn init_logs(service: Service, filter: &str) -> anyhow::Result<()> {
-    // W3C Trace Context: how a trace id travels in a `traceparent` header.
-    global::set_text_map_propagator(TraceContextPropagator::new());
-    // Spans are sent to a collector, see `traces`.
-    let provider: SdkTracerProvider = traces::tracer_provider(service)?;
-    let tracer = provider.tracer(env!("CARGO_PKG_NAME"));
-
-    // The filter chooses which events are written. Spans of level INFO and
-    // up exist whatever it says, so that a warning still has the trace id
-    // of its request when RUST_LOG=warn.
-    let (events, rejected) = match EnvFilter::try_new(filter) {
-        Ok(events) => (events, None),
-        Err(e) => (EnvFilter::new(DEFAULT_FILTER), Some(e)),
-    };
-    let spans = filter_fn(|metadata| metadata.is_span() && *metadata.level() <= Level::INFO);
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .and_then(JsonLines::new(service, std::io::stdout))
-            // And never a span of the libraries spans are sent with.
-            .with_filter(
-                events
-                    .or(spans)
-                    .and(filter_fn(traces::not_a_transport_span)),
-            ),
-    );
-    tracing::subscriber::set_global_default(subscriber)?;
-    if let Some(e) = rejected {
-        tracing::info_span!("startup").in_scope(|| {
-            tracing::warn!(filter, error = %e, default = DEFAULT_FILTER, "invalid log filter, using the default");
-        });
-    }
-    Ok(())
+/// Which events are written: `RUST_LOG` when it is set, else `default`
+/// (`info`, say, with quieter levels for chatty libraries).
+pub fn event_filter(default: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
 }
 
-/// Writes out what stdout still buffers; called last on the way out.
-pub fn flush_logs() {
-    let _ = std::io::stdout().flush();
-}
-
-/// axum middleware for the public API: each request is handled in a span of
-/// its own, and ends with one access line: method, route, status, latency.
-/// Nothing else of the request is logged: not its headers (the bearer token
-/// is one), not its body.
-pub async fn log_http(request: Request, next: Next) -> Response {
-    let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, MatchedPath::as_str)
-        .to_owned();
-    let span = tracing::info_span!(
-        "http request",
-        method,
-        route,
-        otel.name = traces::http_span_name(method, &route),
-        otel.kind = "server",
-    );
-    traces::http_request(&span, method, &route);
-
-    // Continue the client's trace when it sent a valid `traceparent`. With
-    // none, or a malformed one, the context is empty and the span starts a
-    // new trace; the request goes on either way.
-    let client = global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(request.headers()))
-    });
-    // Before the span is first entered: once started, its parent is fixed.
-    let _ = span.set_parent(client);
-
-    let started = Instant::now();
-    let response = next.run(request).instrument(span.clone()).await;
-    traces::http_response(&span, response.status());
-    let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
-    span.in_scope(|| {
-        if response.status().is_server_error() {
-            tracing::error!(status, latency_ms, "request failed");
-        } else {
-            tracing::info!(status, latency_ms, "request finished");
-        }
-    });
-    response
-}
-
-/// Lets the propagator read the headers of an HTTP request.
-pub(super) struct HeaderExtractor<'a>(pub(super) &'a HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|name| name.as_str()).collect()
+// ANCHOR: access_log
+/// The access line of one HTTP request, written in the request's span:
+/// its status and latency (the span adds method and route). Nothing else
+/// of the request is logged: not its headers (the bearer token is one),
+/// not its body. A 5xx is an error of this server, logged as one.
+pub fn access_line(status: StatusCode, took: Duration) {
+    let latency_ms = took.as_micros() as f64 / 1000.0;
+    if status.is_server_error() {
+        tracing::error!(status = status.as_u16(), latency_ms, "request failed");
+    } else {
+        tracing::info!(status = status.as_u16(), latency_ms, "request finished");
     }
 }
+// ANCHOR_END: access_log
 
-/// The span each gRPC call is handled in:
-/// `Server::builder().trace_fn(telemetry::grpc_server_span)`. It continues
-/// the caller's trace (`traces::grpc_server`).
-pub fn grpc_server_span(request: &http::Request<()>) -> tracing::Span {
-    let span = tracing::info_span!(
-        "grpc request",
-        rpc = request.uri().path().trim_start_matches('/'),
-        otel.name = traces::grpc_span_name(request.uri().path()),
-        otel.kind = "server",
-    );
-    traces::grpc_server(&span, request);
-    span
-}
-
+// ANCHOR: formatter
 /// The keys every line starts with; a field of the same name is written as
 /// `field.<name>` rather than twice.
 const LINE_KEYS: [&str; 7] = [
@@ -240,6 +130,7 @@ where
         }
     }
 
+    // ANCHOR: on_event
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         // The fields of the spans around the event, outermost first, then
         // the event's own.
@@ -289,6 +180,7 @@ where
         // One write per line, so lines of concurrent requests never mix.
         let _ = self.make_writer.make_writer().write_all(line.as_bytes());
     }
+    // ANCHOR_END: on_event
 }
 
 /// Appends `"key":value` to the JSON object `line` being written.
@@ -368,9 +260,10 @@ impl Visit for Fields {
         self.insert(field.name(), Value::from(format!("{value:?}")));
     }
 }
+// ANCHOR_END: formatter
 
 /// Lines for the banner of `all`: how to read the logs.
-pub(super) fn banner_hints() -> Vec<String> {
+pub fn banner_hints() -> Vec<String> {
     let run = concat!("cargo run -p ", env!("CARGO_PKG_NAME"));
     vec![
         "Logs: one JSON object per line on stdout; RUST_LOG sets the levels (default info)."
@@ -385,7 +278,10 @@ pub(super) fn banner_hints() -> Vec<String> {
 mod tests {
     use std::sync::{Arc, Mutex};
 
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
     use serde_json::Map;
+    use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
 

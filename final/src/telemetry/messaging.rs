@@ -1,25 +1,36 @@
-//! The trace context across NATS: logic writes the W3C `traceparent` (and
-//! `tracestate`) of its publish into the message's headers, and task reads
-//! it back and continues from it. One order is then one trace, from
-//! `POST /orders` to the gateway's `PushResult`.
+//! Messaging traces: the trace context crosses NATS. A NATS message has
+//! headers, as an HTTP request or a gRPC call has: the publisher writes the
+//! W3C `traceparent` (and `tracestate`) of its publish into them, and the
+//! consumer reads it back and continues from it, so the work a message
+//! causes joins the trace of the request that published it.
 //!
 //! Two spans describe a message, named and described by OpenTelemetry's
 //! messaging conventions, `{operation} {destination}`:
 //!
 //! - `publish orders.created` (kind producer), logic's publish, up to
-//!   JetStream's ack (`messaging.operation.type` is `send`; the name keeps
-//!   `publish`, the word the dashboards use).
-//! - `process orders.created` (kind consumer), one per delivery, its number
-//!   in `messaging.nats.message.delivery_count` (named after Azure Service
-//!   Bus's `messaging.servicebus.message.delivery_count`; the conventions
-//!   have none for NATS). A delivery that is not acked has the status error.
+//!   JetStream's ack. Newer versions of the conventions name it
+//!   `send orders.created` (`messaging.operation.type` is `send` already);
+//!   this system keeps `publish`, the name its design and dashboards use.
+//! - `process orders.created` (kind consumer), one per delivery: a message
+//!   that task fails to handle is delivered again, and each delivery gets a
+//!   span of its own, its number in `messaging.nats.message.delivery_count`.
+//!   The conventions have no such attribute for NATS; this one is named
+//!   after Azure Service Bus's `messaging.servicebus.message.delivery_count`.
+//!   A delivery that is not acked has the status error.
 //!
-//! How the consumer span relates to the producer's is [`TraceRelation`]:
-//! by default its child and linked to it (one trace per order, and an edge
-//! from logic to task in Tempo's service graph); with `--trace-relation
-//! link` (`TRACE_RELATION=link`) each delivery starts a new trace that only
-//! links to the producer, as a consumer of batches or of fan-out does. The
-//! sampler then decides afresh for each new trace.
+//! How the consumer span relates to the producer's is a choice,
+//! [`TraceRelation`]. The conventions say a consumer span SHOULD link to the
+//! context the message was created in, and MAY be its child. By default it
+//! is both: the child of the producer span, so that one order is one
+//! waterfall and Tempo's service graph, which pairs a consumer span with
+//! its producer parent, draws an edge from logic to task; and linked to it.
+//! With `--trace-relation link` (`TRACE_RELATION=link`) each delivery
+//! starts a new trace that only links to the producer, as a consumer does
+//! when one batch holds messages of many traces, or when one message fans
+//! out to many consumers whose work would swamp the publisher's trace. The
+//! order is then two traces, a click apart in Tempo; the service graph has
+//! no edge between logic and task; and the sampler decides afresh for each
+//! new trace, where a child follows its parent's decision.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -31,10 +42,12 @@ use async_nats::jetstream;
 use opentelemetry::global;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry_semantic_conventions::attribute as semconv;
 use orders::queue;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+// ANCHOR: relation
 /// How task's span of a delivery relates to the span that published the
 /// message: `--trace-relation` or `TRACE_RELATION`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -45,12 +58,19 @@ pub enum TraceRelation {
     /// A new trace per delivery, linked to the producer span only.
     Link,
 }
+// ANCHOR_END: relation
 
+/// Which delivery of the message a consumer span handles, 1 for the first.
+/// The conventions have no such attribute for NATS; the name follows Azure
+/// Service Bus's `messaging.servicebus.message.delivery_count`.
+const DELIVERY_COUNT: &str = "messaging.nats.message.delivery_count";
+
+// ANCHOR: producer
 /// The producer span of one publish to JetStream, `publish orders.created`:
-/// [`super::mq_publish`](super::metrics::mq_publish) runs every publish in one. The message's headers
+/// the facade's `mq_publish` runs every publish in one. The message's headers
 /// carry this span's context ([`message_headers`]), so the consumer's span
 /// continues from here.
-pub(super) async fn producer_span<T, E: Display>(
+pub async fn producer_span<T, E: Display>(
     subject: &str,
     publish: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
@@ -59,24 +79,26 @@ pub(super) async fn producer_span<T, E: Display>(
         otel.name = format!("publish {subject}"),
         otel.kind = "producer",
     );
-    span.set_attribute("messaging.system", "nats");
-    span.set_attribute("messaging.destination.name", subject.to_owned());
-    span.set_attribute("messaging.operation.type", "send");
-    span.set_attribute("messaging.operation.name", "publish");
+    span.set_attribute(semconv::MESSAGING_SYSTEM, "nats");
+    span.set_attribute(semconv::MESSAGING_DESTINATION_NAME, subject.to_owned());
+    span.set_attribute(semconv::MESSAGING_OPERATION_TYPE, "send");
+    span.set_attribute(semconv::MESSAGING_OPERATION_NAME, "publish");
     let result = publish.instrument(span.clone()).await;
     if let Err(e) = &result {
-        span.set_attribute("error.type", std::any::type_name::<E>());
+        span.set_attribute(semconv::ERROR_TYPE, std::any::type_name::<E>());
         span.set_status(Status::error(e.to_string()));
     }
     result
 }
+// ANCHOR_END: producer
 
+// ANCHOR: inject
 /// The headers of the message `message_id`, published in the current span,
-/// the producer span of [`super::mq_publish`](super::metrics::mq_publish): that span's context, as
+/// the producer span of [`producer_span`]: that span's context, as
 /// `traceparent` (and `tracestate`). Records the id on the span too.
 pub fn message_headers(message_id: &str) -> HeaderMap {
     let span = Span::current();
-    span.set_attribute("messaging.message.id", message_id.to_owned());
+    span.set_attribute(semconv::MESSAGING_MESSAGE_ID, message_id.to_owned());
     let context = span.context();
     let mut headers = HeaderMap::new();
     global::get_text_map_propagator(|propagator| {
@@ -95,7 +117,9 @@ impl Injector for HeaderInjector<'_> {
         }
     }
 }
+// ANCHOR_END: inject
 
+// ANCHOR: extract
 /// Lets the propagator read a NATS message's headers. NATS header names are
 /// case-sensitive, unlike HTTP's; a Go service that writes through
 /// `http.Header` sends `Traceparent`, so names are compared without case.
@@ -124,28 +148,14 @@ fn producer_context(message: &jetstream::Message) -> opentelemetry::Context {
     };
     global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))
 }
+// ANCHOR_END: extract
 
-/// Runs `handle` on one delivery of `message`, in the delivery's consumer
-/// span, `process orders.created`:
-/// `telemetry::mq_process(message, relation, |message| handle(message, gateway))`.
-pub async fn mq_process<F: Future<Output = ()>>(
-    message: jetstream::Message,
-    relation: TraceRelation,
-    handle: impl FnOnce(jetstream::Message) -> F,
-) {
-    let span = consumer_span(&message, relation);
-    // In the span, in case `handle` makes its span when called rather than
-    // when first polled.
-    let handling = span.in_scope(|| handle(message));
-    DELIVERY
-        .scope(span.clone(), handling.instrument(span))
-        .await;
-}
-
+// ANCHOR: consumer
 /// The consumer span of one delivery: the child of the producer span and
 /// linked to it, or with [`TraceRelation::Link`] the root of a new trace,
 /// linked to it.
-fn consumer_span(message: &jetstream::Message, relation: TraceRelation) -> Span {
+/// The facade's `mq_process` runs each delivery's handling in it.
+pub fn consumer_span(message: &jetstream::Message, relation: TraceRelation) -> Span {
     // `parent: None`: not a child of whatever span the consumer loop is in.
     let span = tracing::info_span!(
         parent: None,
@@ -153,6 +163,7 @@ fn consumer_span(message: &jetstream::Message, relation: TraceRelation) -> Span 
         otel.name = format!("process {}", message.subject),
         otel.kind = "consumer",
     );
+    // ANCHOR: parent_or_link
     let producer = producer_context(message);
     let producer_span = producer.span().span_context().clone();
     match relation {
@@ -166,49 +177,46 @@ fn consumer_span(message: &jetstream::Message, relation: TraceRelation) -> Span 
     // Either way a link to the producer span; with nothing valid to link
     // to (no `traceparent`, or a malformed one), no link.
     span.add_link(producer_span);
+    // ANCHOR_END: parent_or_link
 
-    span.set_attribute("messaging.system", "nats");
-    span.set_attribute("messaging.destination.name", message.subject.to_string());
-    span.set_attribute("messaging.operation.type", "process");
-    span.set_attribute("messaging.operation.name", "process");
-    span.set_attribute("messaging.consumer.group.name", queue::CONSUMER);
+    span.set_attribute(semconv::MESSAGING_SYSTEM, "nats");
+    span.set_attribute(
+        semconv::MESSAGING_DESTINATION_NAME,
+        message.subject.to_string(),
+    );
+    span.set_attribute(semconv::MESSAGING_OPERATION_TYPE, "process");
+    span.set_attribute(semconv::MESSAGING_OPERATION_NAME, "process");
+    span.set_attribute(semconv::MESSAGING_CONSUMER_GROUP_NAME, queue::CONSUMER);
     if let Some(id) = message
         .headers
         .as_ref()
         .and_then(|h| h.get(NATS_MESSAGE_ID))
     {
-        span.set_attribute("messaging.message.id", id.as_str().to_owned());
+        span.set_attribute(semconv::MESSAGING_MESSAGE_ID, id.as_str().to_owned());
     }
     if let Ok(info) = message.info() {
-        span.set_attribute("messaging.nats.message.delivery_count", info.delivered);
+        span.set_attribute(DELIVERY_COUNT, info.delivered);
     }
     span
 }
+// ANCHOR_END: consumer
 
-tokio::task_local! {
-    /// The consumer span of the delivery being handled, set by
-    /// [`mq_process`] for [`settled`]: the handling itself runs in a span
-    /// of its own, inside this one.
-    static DELIVERY: Span;
-}
-
-/// Records on the delivery's consumer span how it was settled: `ack` is
+// ANCHOR: settled
+/// Records on a delivery's consumer span how it was settled: `ack` is
 /// success; `nak` (to be redelivered) and `term` (never to be) are errors.
-/// Called from [`super::MessageHandling::finish`](super::metrics::MessageHandling::finish), inside [`mq_process`].
-pub(super) fn settled(status: &'static str) {
-    let _ = DELIVERY.try_with(|span| {
-        let description = match status {
-            "ack" => return,
-            "nak" => "not handled, to be delivered again",
-            _ => "not handled, never to be delivered again",
-        };
-        span.set_attribute("error.type", status);
-        span.set_status(Status::error(description));
-    });
+pub fn settled(span: &Span, status: &'static str) {
+    let description = match status {
+        "ack" => return,
+        "nak" => "not handled, to be delivered again",
+        _ => "not handled, never to be delivered again",
+    };
+    span.set_attribute(semconv::ERROR_TYPE, status);
+    span.set_status(Status::error(description));
 }
+// ANCHOR_END: settled
 
 /// Lines for the banner of `all`: how task's spans relate to logic's.
-pub(super) fn banner_hints() -> Vec<String> {
+pub fn banner_hints() -> Vec<String> {
     let run = concat!("cargo run -p ", env!("CARGO_PKG_NAME"));
     vec![
         "NATS carries the trace context: task's span of each message is a child of logic's publish, one trace per order."

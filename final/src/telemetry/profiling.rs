@@ -1,27 +1,28 @@
-//! Profiles, on the admin port only: a profile shows the program's insides,
-//! and taking one costs CPU. Each service serves what Go's `net/http/pprof`
-//! serves:
+//! Profiles: metrics say *that* a service is slow or big, traces say
+//! *which request*; a profile says *which code*. Each service serves what
+//! Go's `net/http/pprof` serves, on its admin port only: a profile shows the
+//! program's insides, and taking one costs CPU.
 //!
 //! - `GET /debug/pprof/profile?seconds=N`: where the CPU time went during
 //!   the next N seconds, as a gzipped pprof protobuf, the format `go tool
-//!   pprof`, Pyroscope and Grafana read; `&format=svg` draws it instead.
+//!   pprof`, Pyroscope and Grafana read; `&format=svg` draws it instead
+//!   (in [`cpu`]).
 //! - `GET /debug/pprof/flamegraph?seconds=N`: the same sampling as an SVG
 //!   flamegraph, for a browser.
 //! - `GET /debug/pprof/heap`: the memory in use, by the stack that allocated
 //!   it, sampled by jemalloc, as a gzipped pprof protobuf.
 //! - `GET /debug/pprof/runtime`: the Tokio runtime's workers and tasks, the
-//!   closest stable Rust comes to Go's goroutine profile (`?format=json`).
+//!   closest stable Rust comes to Go's goroutine profile (`?format=json`, in
+//!   [`runtime`]).
 //! - `GET /debug/pprof/`: this list.
 //!
-//! The heap profile needs jemalloc as the global allocator with its
-//! sampler on: both are set in `main.rs`, because only the binary can.
+//! Everything profiling needs is in this module, the allocator included.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
@@ -30,9 +31,40 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use orders::Topology;
 use orders::topology::Service;
-use pprof::protos::Message as _;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
+
+mod cpu;
+mod runtime;
+
+// ANCHOR: allocator
+/// jemalloc instead of the system allocator: it can record, for a sample of
+/// the allocations, the stack that made them, and that is what a heap
+/// profile is. With `unprefixed_malloc_on_supported_platforms` it also
+/// serves C's `malloc`, so SQLite's memory is in the profile too.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings. It reads them when it starts, before `main`, so they
+/// cannot be set by code: they are a symbol, `malloc_conf`, that jemalloc
+/// looks up in the binary. `prof:true` turns the sampler on (without it
+/// `jemalloc_pprof::PROF_CTL` is `None`), `prof_active:true` starts it at
+/// once, and `lg_prof_sample:19` records one allocation per 2^19 bytes (512
+/// KiB) allocated, on average: a stack trace for every allocation would
+/// make every allocation slow.
+///
+/// jemalloc declares it as C's `const char *malloc_conf`: one pointer to a
+/// NUL-terminated string. A `&u8` to the first byte is exactly that; a
+/// `&[u8]`, as often shown, is a pointer *and* a length, and works only
+/// because the pointer happens to come first.
+// SAFETY: `export_name` is unsafe because two items exporting one name, or
+// an item of another type than the one the C side reads, are undefined
+// behaviour. Nothing else in the binary defines `malloc_conf`, and this is a
+// pointer to NUL-terminated bytes, which is what jemalloc reads.
+#[allow(unsafe_code)]
+#[unsafe(export_name = "malloc_conf")]
+pub static MALLOC_CONF: &u8 = &b"prof:true,prof_active:true,lg_prof_sample:19\0"[0];
+// ANCHOR_END: allocator
 
 /// How long a CPU profile samples unless `seconds` says otherwise: long
 /// enough for a few hundred samples of a busy process.
@@ -53,17 +85,19 @@ const SAMPLES_PER_SECOND: i32 = 99;
 /// systems. Dropping those few samples is the price of never hanging.
 const BLOCKLIST: &[&str] = &["libc", "libgcc", "pthread", "vdso"];
 
+// ANCHOR: router
 /// The routes, to merge into a service's admin router, never into the
 /// public one.
-pub fn profiling_router() -> Router {
+pub fn router() -> Router {
     Router::new()
         .route("/debug/pprof", get(index))
         .route("/debug/pprof/", get(index))
-        .route("/debug/pprof/profile", get(cpu_profile))
-        .route("/debug/pprof/flamegraph", get(flamegraph))
+        .route("/debug/pprof/profile", get(cpu::cpu_profile))
+        .route("/debug/pprof/flamegraph", get(cpu::flamegraph))
         .route("/debug/pprof/heap", get(heap_profile))
-        .route("/debug/pprof/runtime", get(runtime_view))
+        .route("/debug/pprof/runtime", get(runtime::runtime_view))
 }
+// ANCHOR_END: router
 
 /// Lines for the banner of `all`: how to look at a profile.
 pub fn banner_hints(topology: &Topology) -> Vec<String> {
@@ -84,6 +118,7 @@ struct ProfileQuery {
     format: Option<String>,
 }
 
+// ANCHOR: errors
 /// Why a profile was not served; answered as JSON `{"error": ...}`.
 #[derive(Debug)]
 enum ProfilingError {
@@ -136,157 +171,9 @@ fn seconds(raw: Option<&str>, default: u64) -> Result<Duration, ProfilingError> 
         ))),
     }
 }
+// ANCHOR_END: errors
 
-/// What a CPU profile is rendered as.
-#[derive(Clone, Copy)]
-enum CpuFormat {
-    /// Gzipped pprof protobuf, for tools.
-    Pprof,
-    /// An SVG flamegraph, for people.
-    Svg,
-}
-
-/// Held while this process takes a CPU profile. The sampler is process-wide
-/// (one timer, one signal handler), so a second profile cannot run beside
-/// the first. A second request gets 409 at once: `try_lock`, never `lock`,
-/// since a request queued behind a minute-long profile would time out and
-/// then sample another minute than the one it asked about.
-static CPU_PROFILE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// `GET /debug/pprof/profile?seconds=N[&format=svg]`.
-async fn cpu_profile(
-    query: Result<Query<ProfileQuery>, QueryRejection>,
-) -> Result<Response, ProfilingError> {
-    let Query(query) = query?;
-    let duration = seconds(query.seconds.as_deref(), DEFAULT_CPU_SECONDS)?;
-    let format = match query.format.as_deref() {
-        None | Some("pprof" | "proto") => CpuFormat::Pprof,
-        Some("svg" | "flamegraph") => CpuFormat::Svg,
-        Some(other) => {
-            return Err(ProfilingError::BadRequest(format!(
-                "format must be pprof or svg, not {other:?}"
-            )));
-        }
-    };
-    let body = profile_cpu(duration, format).await?;
-    Ok(match format {
-        CpuFormat::Pprof => pprof_response(body, "profile"),
-        CpuFormat::Svg => svg_response(body),
-    })
-}
-
-/// Samples the whole process's CPU for `duration` and renders what it saw.
-///
-/// The sampler is a timer that sends the process SIGPROF 99 times per
-/// second of CPU time it uses, in whichever thread is running; the signal
-/// handler records that thread's stack. Between the start and the report
-/// this function only awaits a timer, so the runtime goes on serving
-/// requests and handling orders: that is what gets sampled.
-async fn profile_cpu(duration: Duration, format: CpuFormat) -> Result<Vec<u8>, ProfilingError> {
-    let one_at_a_time = CPU_PROFILE.try_lock().map_err(|_| ProfilingError::Busy)?;
-    // Starting reads the list of loaded libraries (for the blocklist), and
-    // the first start in a process loads the binary's symbols, which takes
-    // a while in a debug build: blocking work, for a blocking thread.
-    let sampling = tokio::task::spawn_blocking(|| {
-        pprof::ProfilerGuardBuilder::default()
-            .frequency(SAMPLES_PER_SECOND)
-            .blocklist(BLOCKLIST)
-            .build()
-    })
-    .await
-    .map_err(|e| ProfilingError::Failed(format!("starting the CPU profiler: {e}")))?
-    .map_err(|e| match e {
-        // Someone in this process started pprof without this route.
-        pprof::Error::Running => ProfilingError::Busy,
-        e => ProfilingError::Failed(format!("starting the CPU profiler: {e}")),
-    })?;
-    // Sleep without blocking a worker; on SIGTERM stop early with what was
-    // sampled so far, so a profile never holds up a shutdown.
-    tokio::select! {
-        () = tokio::time::sleep(duration) => {}
-        () = orders::shutdown::terminated() => {}
-    }
-    // Turning addresses into function names reads the binary's symbol
-    // table: blocking work, for a blocking thread. The sampler and the lock
-    // go with it, so even when the client hangs up now, the next profile
-    // waits until this one is really over.
-    tokio::task::spawn_blocking(move || {
-        let report = sampling
-            .report()
-            .frames_post_processor(without_sampler_frames)
-            .build();
-        drop(sampling);
-        drop(one_at_a_time);
-        let report = report.map_err(|e| ProfilingError::Failed(format!("reporting: {e}")))?;
-        match format {
-            CpuFormat::Pprof => encode_pprof(&report),
-            CpuFormat::Svg => draw_flamegraph(&report, duration),
-        }
-    })
-    .await
-    .map_err(|e| ProfilingError::Failed(format!("rendering the profile: {e}")))?
-}
-
-/// Removes the sampler's own frames from the top of a stack. pprof drops
-/// its signal handler's frame, but in a build where the stack walk is not
-/// inlined into it (a debug build) the walk's own frames stay on top of
-/// every stack and take all the "flat" time.
-fn without_sampler_frames(frames: &mut pprof::Frames) {
-    let sampler = |name: String| {
-        ["backtrace::", "pprof::", "<pprof::"]
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
-    };
-    let own = frames
-        .frames
-        .iter()
-        .take_while(|frame| frame.iter().any(|symbol| sampler(symbol.name())))
-        .count();
-    frames.frames.drain(..own);
-}
-
-/// The profile as Go serves it: the pprof `Profile` protobuf, gzipped.
-/// pprof's protobuf types come from its own prost (0.12, not this
-/// workspace's 0.14), so the encoding goes through its re-exported
-/// `pprof::protos::Message`.
-fn encode_pprof(report: &pprof::Report) -> Result<Vec<u8>, ProfilingError> {
-    let profile = report
-        .pprof()
-        .map_err(|e| ProfilingError::Failed(format!("converting to pprof: {e}")))?;
-    gzip(&profile.encode_to_vec())
-}
-
-/// `GET /debug/pprof/flamegraph?seconds=N`: the CPU profile drawn. Each box
-/// is a function; its width is its share of the samples, the functions it
-/// called stacked above it. The widest boxes at the top are where the time
-/// went.
-async fn flamegraph(
-    query: Result<Query<ProfileQuery>, QueryRejection>,
-) -> Result<Response, ProfilingError> {
-    let Query(query) = query?;
-    let duration = seconds(query.seconds.as_deref(), DEFAULT_CPU_SECONDS)?;
-    Ok(svg_response(profile_cpu(duration, CpuFormat::Svg).await?))
-}
-
-fn draw_flamegraph(report: &pprof::Report, duration: Duration) -> Result<Vec<u8>, ProfilingError> {
-    let title = format!("CPU of {} over {} s", process_name(), duration.as_secs());
-    if report.data.is_empty() {
-        // No frames, no flamegraph: say so in an image, not an empty body.
-        let svg = format!(
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="800" height="60"><text x="10" y="35" font-family="monospace">{title}: no samples, the process used no CPU</text></svg>"#
-        );
-        return Ok(svg.into_bytes());
-    }
-    let mut options = pprof::flamegraph::Options::default();
-    options.title = title;
-    options.count_name = "samples".to_owned();
-    let mut svg = Vec::new();
-    report
-        .flamegraph_with_options(&mut svg, &mut options)
-        .map_err(|e| ProfilingError::Failed(format!("drawing the flamegraph: {e}")))?;
-    Ok(svg)
-}
-
+// ANCHOR: heap
 /// `GET /debug/pprof/heap`: the memory in use now, by the stack that
 /// allocated it (`inuse_space`, in bytes). jemalloc sampled about one
 /// allocation per 512 KiB and scales each sample up, so small totals are
@@ -308,127 +195,7 @@ async fn heap_profile() -> Result<Response, ProfilingError> {
     // `dump_pprof` returns the protobuf already gzipped, as Go serves it.
     Ok(pprof_response(profile, "heap"))
 }
-
-/// `GET /debug/pprof/runtime?seconds=N[&format=json]`: what the Tokio
-/// runtime is doing. Go's goroutine profile shows every goroutine's stack;
-/// Tokio can show each task's stack too (`Handle::dump`, or tokio-console),
-/// but only in builds with `--cfg tokio_unstable`. What stable Tokio does
-/// count: its worker threads, the tasks alive, the tasks waiting in the
-/// global queue, and per worker the time spent busy and the times it parked
-/// (slept for lack of work). Busy time only means something over a window,
-/// so this measures for `seconds` (1 unless said) and reports the share.
-///
-/// The future `#[tokio::main]` runs is not on a worker but on the main
-/// thread, so what it does itself (here: the consume loop and the accept
-/// loops) is in none of these numbers; the tasks it spawns are.
-async fn runtime_view(
-    query: Result<Query<ProfileQuery>, QueryRejection>,
-) -> Result<Response, ProfilingError> {
-    let Query(query) = query?;
-    let window = seconds(query.seconds.as_deref(), DEFAULT_RUNTIME_SECONDS)?;
-    let json = match query.format.as_deref() {
-        None | Some("text") => false,
-        Some("json") => true,
-        Some(other) => {
-            return Err(ProfilingError::BadRequest(format!(
-                "format must be text or json, not {other:?}"
-            )));
-        }
-    };
-    let metrics = tokio::runtime::Handle::current().metrics();
-    let busy = |worker| metrics.worker_total_busy_duration(worker);
-    let workers = metrics.num_workers();
-    let started = Instant::now();
-    let busy_before: Vec<Duration> = (0..workers).map(busy).collect();
-    tokio::time::sleep(window).await;
-    let elapsed = started.elapsed();
-    let view = RuntimeView {
-        window_seconds: elapsed.as_secs_f64(),
-        workers,
-        alive_tasks: metrics.num_alive_tasks(),
-        global_queue_depth: metrics.global_queue_depth(),
-        per_worker: busy_before
-            .into_iter()
-            .enumerate()
-            .map(|(worker, before)| {
-                let total = busy(worker);
-                WorkerView {
-                    worker,
-                    // Read a little after `elapsed`: keep the share at most 1.
-                    busy_ratio: ((total - before).as_secs_f64() / elapsed.as_secs_f64()).min(1.0),
-                    busy_seconds_total: total.as_secs_f64(),
-                    parks_total: metrics.worker_park_count(worker),
-                    // The count goes up on each park and each unpark.
-                    parked: metrics.worker_park_unpark_count(worker) % 2 == 1,
-                }
-            })
-            .collect(),
-    };
-    Ok(if json {
-        Json(view).into_response()
-    } else {
-        view.to_string().into_response()
-    })
-}
-
-/// The runtime at the end of a window.
-#[derive(Serialize)]
-struct RuntimeView {
-    window_seconds: f64,
-    workers: usize,
-    /// Tasks spawned and not finished: a number that only grows is a leak
-    /// of tasks, Rust's form of a goroutine leak.
-    alive_tasks: usize,
-    /// Tasks ready to run that no worker has picked up: above 0 for long,
-    /// the workers cannot keep up (or one is blocked by a blocking call).
-    global_queue_depth: usize,
-    per_worker: Vec<WorkerView>,
-}
-
-#[derive(Serialize)]
-struct WorkerView {
-    worker: usize,
-    /// Share of the window this worker spent running tasks.
-    busy_ratio: f64,
-    busy_seconds_total: f64,
-    parks_total: u64,
-    /// Asleep for lack of work at the end of the window. The worker
-    /// answering this request is awake.
-    parked: bool,
-}
-
-impl std::fmt::Display for RuntimeView {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "Tokio runtime of {}, over {:.2} s",
-            process_name(),
-            self.window_seconds
-        )?;
-        writeln!(f, "workers             {}", self.workers)?;
-        writeln!(f, "alive tasks         {}", self.alive_tasks)?;
-        writeln!(f, "global queue depth  {}", self.global_queue_depth)?;
-        writeln!(f)?;
-        writeln!(f, "worker   busy  busy total   parks  now")?;
-        for w in &self.per_worker {
-            writeln!(
-                f,
-                "{:>6} {:>5.1}% {:>10.3}s {:>7}  {}",
-                w.worker,
-                w.busy_ratio * 100.0,
-                w.busy_seconds_total,
-                w.parks_total,
-                if w.parked { "parked" } else { "running" }
-            )?;
-        }
-        writeln!(f)?;
-        writeln!(
-            f,
-            "Each task's stack, as Go's goroutine profile shows, needs a build with \
-             --cfg tokio_unstable (Handle::dump, tokio-console)."
-        )
-    }
-}
+// ANCHOR_END: heap
 
 /// `GET /debug/pprof/`: what is here, and how to use it.
 async fn index(headers: HeaderMap) -> String {

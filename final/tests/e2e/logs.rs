@@ -190,18 +190,17 @@ pub(crate) async fn one_order_in_the_logs_of_each_service(binary: &str) -> Strin
     snapshot
 }
 
-/// `target` is the module path of the line's code. `final` is organized in
-/// more modules than chapter 05 (`orders_final::gateway::http` where the
-/// chapter has `ch05_profiling::gateway`), so the crate becomes `[crate]`
-/// and only the first module, the service or `telemetry`, is kept. A
-/// library's target stays as it is.
+/// `target` is the module path of the line's code, which starts with the
+/// crate: `orders_final::gateway` where chapter 05 has
+/// `ch05_profiling::gateway`. The crate becomes `[crate]`; the modules
+/// after it are the same in both, and stay. A library's target stays as it
+/// is.
 pub(crate) fn normalise_target(line: &mut LogLine) {
     let Some(target) = str_field(line, "target") else {
         return;
     };
-    let mut path = target.split("::");
-    let normalised = match (path.next(), path.next()) {
-        (Some("orders_final" | "ch05_profiling"), Some(module)) => format!("[crate]::{module}"),
+    let normalised = match target.split_once("::") {
+        Some(("orders_final" | "ch05_profiling", modules)) => format!("[crate]::{modules}"),
         _ => return,
     };
     line.insert("target".to_owned(), normalised.into());

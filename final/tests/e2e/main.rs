@@ -24,5 +24,6 @@ mod shutdown;
 mod stack;
 mod traces;
 
-/// The binary under test: `final`, unless `CHAPTER_BIN` names another.
-const FINAL_BIN: &str = env!("CARGO_BIN_EXE_final");
+/// The binary under test: package `final`'s binary, `orders-final` (see
+/// its Cargo.toml), unless `CHAPTER_BIN` names another.
+const FINAL_BIN: &str = env!("CARGO_BIN_EXE_orders-final");

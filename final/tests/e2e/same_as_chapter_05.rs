@@ -138,8 +138,8 @@ async fn the_traces_with_trace_relation_link_are_chapter_05s() {
 }
 
 /// The log lines of one order: the same lines, the same fields, the same
-/// trace; `target` compared by crate and first module, as `final` has more
-/// modules (see `logs::normalise_target`).
+/// trace; `target` compared without its crate, whose name differs (see
+/// `logs::normalise_target`).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_log_lines_of_one_order_are_chapter_05s() {
     let chapter_05 = chapter_05();

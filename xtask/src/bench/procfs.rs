@@ -169,14 +169,14 @@ mod tests {
     #[test]
     fn roles_come_from_the_command_line() {
         assert_eq!(
-            role(b"/t/release/final\0gateway\0--gateway-http=127.0.0.1:1\0"),
+            role(b"/t/release/orders-final\0gateway\0--gateway-http=127.0.0.1:1\0"),
             Some("gateway".to_owned())
         );
         assert_eq!(
             role(b"/x/.tools/bin/nats-server\0-js\0-p\0-1\0"),
             Some("nats-server".to_owned())
         );
-        assert_eq!(role(b"/t/release/final\0all\0"), None);
+        assert_eq!(role(b"/t/release/orders-final\0all\0"), None);
         assert_eq!(role(b""), None);
     }
 

@@ -1,9 +1,11 @@
-//! The public HTTP API. `POST /orders` checks the bearer token and the
-//! body, then asks logic to create the order over gRPC. `GET /orders/{id}`
-//! reads the order from logic and adds what the gateway learned from
-//! task's callback.
+//! gateway: the public HTTP API, and the gRPC server `task` reports to.
+//!
+//! `POST /orders` checks the bearer token and the body, then asks logic to
+//! create the order over gRPC. `GET /orders/{id}` reads the order from logic
+//! and adds what the gateway learned from `task`'s callback.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
@@ -13,29 +15,93 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use orders::pb::gateway_callback_server::{GatewayCallback, GatewayCallbackServer};
 use orders::pb::order_service_client::OrderServiceClient;
 use orders::pb::{self, Outcome};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tonic::transport::Endpoint;
 
-use super::callback::Results;
-use crate::telemetry;
+use crate::config::Config;
+use crate::server::{self, Admin};
+use crate::shutdown::Shutdown;
+use crate::telemetry::{self, Telemetry};
+use crate::{health, secret};
 
 /// Largest request body accepted; an order is a few dozen bytes.
 const MAX_BODY_BYTES: usize = 16 * 1024;
 
-/// What every request handler shares.
-#[derive(Clone)]
-pub(super) struct AppState {
-    pub(super) logic: OrderServiceClient<telemetry::TracedChannel>,
-    pub(super) logic_timeout: Duration,
-    pub(super) results: Results,
-    pub(super) api_token: Arc<str>,
+pub async fn run(config: Config, telemetry: Telemetry, shutdown: Shutdown) -> anyhow::Result<()> {
+    let topology = &config.topology;
+    let logic_timeout = config.logic_timeout();
+    let api_listener = server::bind("HTTP API", topology.gateway_http).await?;
+    let callback_listener = server::bind("gRPC callback", topology.gateway_grpc).await?;
+    let admin_listener = server::bind("admin", topology.gateway_admin).await?;
+
+    // Lazy: the gateway starts (and answers 503) even while logic is down.
+    let channel = Endpoint::from_shared(topology.logic_url())?
+        .connect_timeout(logic_timeout.min(Duration::from_millis(500)))
+        .connect_lazy();
+    let results = Results::default();
+    let state = AppState {
+        logic: OrderServiceClient::with_interceptor(channel, telemetry::InjectContext),
+        logic_timeout,
+        results: results.clone(),
+        api_token: Arc::from(config.api_token),
+        telemetry: telemetry.clone(),
+    };
+
+    let callback = tonic::transport::Server::builder()
+        .trace_fn(telemetry::grpc_server_span)
+        .layer(telemetry.grpc_server_layer())
+        .add_service(GatewayCallbackServer::new(CallbackServer {
+            results,
+            telemetry: telemetry.clone(),
+        }))
+        .serve_with_incoming_shutdown(
+            server::grpc_incoming(callback_listener),
+            shutdown.stopping(),
+        );
+    let admin =
+        health::admin_router(&shutdown, || async { Ok(()) }).merge(telemetry.admin_routes());
+    let admin = Admin::spawn(admin_listener, admin);
+
+    tracing::info_span!("startup").in_scope(|| {
+        tracing::info!(
+            http = %topology.gateway_http,
+            grpc_callback = %topology.gateway_grpc,
+            "gateway listening"
+        );
+    });
+    let served = shutdown
+        .drain(async {
+            tokio::try_join!(
+                server::serve_http(api_listener, api_router(state), &shutdown),
+                async { callback.await.map_err(anyhow::Error::from) },
+            )
+        })
+        .await;
+    admin.stop().await;
+    match served {
+        Ok(result) => result.map(|_| ()),
+        // The deadline passed: what was left is abandoned, not an error.
+        Err(_abandoned) => Ok(()),
+    }
 }
 
+#[derive(Clone)]
+struct AppState {
+    logic: OrderServiceClient<telemetry::TracedChannel>,
+    logic_timeout: Duration,
+    results: Results,
+    api_token: Arc<str>,
+    telemetry: Telemetry,
+}
+
+// ANCHOR: router
 /// The public API. Authentication wraps only the matched routes, so an
 /// unknown path is a 404 whatever the token.
-pub(super) fn router(state: AppState) -> Router {
+fn api_router(state: AppState) -> Router {
     Router::new()
         .route("/orders", post(create_order))
         .route("/orders/{order_id}", get(get_order))
@@ -52,13 +118,13 @@ pub(super) fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Outermost, so it sees every answer, the refusals included.
-        .layer(middleware::from_fn(telemetry::track_http))
-        // The request's trace, for the client, in a `traceresponse` header.
-        .layer(middleware::from_fn(telemetry::trace_response))
-        // Around that: the request's span, and its access line.
-        .layer(middleware::from_fn(telemetry::log_http))
+        .layer(middleware::from_fn_with_state(
+            state.telemetry.clone(),
+            telemetry::track_http,
+        ))
         .with_state(state)
 }
+// ANCHOR_END: router
 
 async fn require_bearer_token(
     State(state): State<AppState>,
@@ -71,23 +137,10 @@ async fn require_bearer_token(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
     match presented {
-        Some(token) if same_secret(token, &state.api_token) => next.run(request).await,
+        Some(token) if secret::same_secret(token, &state.api_token) => next.run(request).await,
         Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token").into_response(),
         None => ApiError::new(StatusCode::UNAUTHORIZED, "missing bearer token").into_response(),
     }
-}
-
-/// Compares a presented token with the expected one in a time that does
-/// not depend on where they first differ, so that timing the answers does
-/// not reveal the token byte by byte.
-fn same_secret(presented: &str, expected: &str) -> bool {
-    let (presented, expected) = (presented.as_bytes(), expected.as_bytes());
-    presented.len() == expected.len()
-        && presented
-            .iter()
-            .zip(expected)
-            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
-            == 0
 }
 
 /// The body of `POST /orders`. `quantity` is read as any integer so that an
@@ -105,6 +158,7 @@ struct Created {
     status: &'static str,
 }
 
+// ANCHOR: create_order
 async fn create_order(
     State(state): State<AppState>,
     body: Result<Json<CreateOrderBody>, JsonRejection>,
@@ -122,14 +176,14 @@ async fn create_order(
     let mut logic = state.logic.clone();
     let created = call_logic(
         state.logic_timeout,
-        telemetry::grpc_client(
+        state.telemetry.grpc_client(
             "orders.v1.OrderService",
             "CreateOrder",
             logic.create_order(request),
         ),
     )
     .await?;
-    telemetry::order_accepted(&created.order_id, received);
+    state.telemetry.order_accepted(&created.order_id, received);
     tracing::info!(order_id = %created.order_id, "order accepted");
 
     let location = format!("/orders/{}", created.order_id);
@@ -144,6 +198,7 @@ async fn create_order(
     )
         .into_response())
 }
+// ANCHOR_END: create_order
 
 /// An order as `GET /orders/{id}` shows it.
 #[derive(Serialize)]
@@ -172,7 +227,7 @@ async fn get_order(
     };
     let order = call_logic(
         state.logic_timeout,
-        telemetry::grpc_client(
+        state.telemetry.grpc_client(
             "orders.v1.OrderService",
             "GetOrder",
             logic.get_order(request),
@@ -210,6 +265,79 @@ async fn call_logic<T>(
         )),
     }
 }
+
+/// Results reported by task, by order id. In memory: a restarted gateway
+/// shows older orders as `created` again.
+#[derive(Clone, Default)]
+struct Results(Arc<Mutex<HashMap<String, OrderResult>>>);
+
+#[derive(Clone)]
+struct OrderResult {
+    outcome: Outcome,
+    detail: String,
+}
+
+impl Results {
+    /// Keeps the first result for an order; a redelivered callback changes
+    /// nothing and reports `false`.
+    fn record(&self, order_id: String, result: OrderResult) -> bool {
+        let mut results = self.0.lock().unwrap();
+        match results.entry(order_id) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(result);
+                true
+            }
+        }
+    }
+
+    fn get(&self, order_id: &str) -> Option<OrderResult> {
+        self.0.lock().unwrap().get(order_id).cloned()
+    }
+}
+
+// ANCHOR: push_result
+struct CallbackServer {
+    results: Results,
+    telemetry: Telemetry,
+}
+
+#[tonic::async_trait]
+impl GatewayCallback for CallbackServer {
+    async fn push_result(
+        &self,
+        request: tonic::Request<pb::PushResultRequest>,
+    ) -> Result<tonic::Response<pb::PushResultResponse>, tonic::Status> {
+        let request = request.into_inner();
+        orders::domain::validate_id("order_id", &request.order_id)
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        let outcome = match request.outcome() {
+            Outcome::Unspecified => {
+                return Err(tonic::Status::invalid_argument("outcome must be set"));
+            }
+            outcome => outcome,
+        };
+        let recorded = self.results.record(
+            request.order_id.clone(),
+            OrderResult {
+                outcome,
+                detail: request.detail,
+            },
+        );
+        if recorded {
+            self.telemetry.order_completed(&request.order_id, outcome);
+        }
+        tracing::info!(
+            order_id = %request.order_id,
+            outcome = ?outcome,
+            delivery = request.delivery,
+            recorded,
+            "result received"
+        );
+        Ok(tonic::Response::new(pb::PushResultResponse { recorded }))
+    }
+}
+// ANCHOR_END: push_result
 
 /// Every error the API returns: a status and a JSON body `{"error": ...}`.
 #[derive(Debug)]
@@ -257,18 +385,5 @@ impl From<tonic::Status> for ApiError {
             _ => StatusCode::BAD_GATEWAY,
         };
         Self::new(http, status.message())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_secret;
-
-    #[test]
-    fn a_token_is_the_same_only_when_every_byte_is() {
-        assert!(same_secret("demo-token", "demo-token"));
-        assert!(!same_secret("demo-tokeN", "demo-token"));
-        assert!(!same_secret("demo-token-", "demo-token"));
-        assert!(!same_secret("", "demo-token"));
     }
 }

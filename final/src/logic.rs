@@ -1,0 +1,281 @@
+//! logic: the gRPC order service. Stores each order in SQLite, then
+//! publishes it to JetStream; a background sweep republishes any order whose
+//! publish failed (the outbox), so a stored order always reaches task.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use orders::pb;
+use orders::pb::order_service_server::{OrderService, OrderServiceServer};
+use orders::queue::ORDERS_CREATED;
+use orders::store::Store;
+use orders::{NewOrder, Order};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::health;
+use crate::server::{self, Admin};
+use crate::shutdown::Shutdown;
+use crate::telemetry::{self, Telemetry};
+
+pub async fn run(config: Config, telemetry: Telemetry, shutdown: Shutdown) -> anyhow::Result<()> {
+    let topology = &config.topology;
+    let grpc_listener = server::bind("gRPC", topology.logic_grpc).await?;
+    let admin_listener = server::bind("admin", topology.logic_admin).await?;
+
+    let database = topology.database();
+    let store = Store::open(&database)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", database.display()))?;
+    let nats = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(topology.nats_url())
+        .await?;
+    let jetstream = jetstream::ContextBuilder::new()
+        .timeout(config.publish_timeout())
+        .build(nats.clone());
+
+    let stream_ready = Arc::new(AtomicBool::new(false));
+    tokio::spawn(declare_stream(
+        jetstream.clone(),
+        stream_ready.clone(),
+        shutdown.stopping_token(),
+    ));
+    // Stops with the shutdown, or when the gRPC server fails.
+    let sweep_stop = shutdown.stopping_token().child_token();
+    let sweep = tokio::spawn(sweep_outbox(
+        telemetry.clone(),
+        store.clone(),
+        jetstream.clone(),
+        config.outbox_interval(),
+        sweep_stop.clone(),
+    ));
+
+    let admin = health::admin_router(&shutdown, {
+        let store = store.clone();
+        move || {
+            let (store, nats, stream_ready) = (store.clone(), nats.clone(), stream_ready.clone());
+            async move {
+                store.ping().await.map_err(|e| format!("database: {e}"))?;
+                if nats.connection_state() != async_nats::connection::State::Connected {
+                    return Err("not connected to NATS".to_owned());
+                }
+                if !stream_ready.load(Ordering::Relaxed) {
+                    return Err("JetStream stream not declared yet".to_owned());
+                }
+                Ok(())
+            }
+        }
+    })
+    .merge(telemetry.admin_routes());
+    let admin = Admin::spawn(admin_listener, admin);
+    let grpc = tonic::transport::Server::builder()
+        .trace_fn(telemetry::grpc_server_span)
+        .layer(telemetry.grpc_server_layer())
+        .add_service(OrderServiceServer::new(OrderApi {
+            store,
+            jetstream,
+            telemetry,
+        }))
+        .serve_with_incoming_shutdown(server::grpc_incoming(grpc_listener), shutdown.stopping());
+
+    tracing::info_span!("startup").in_scope(|| {
+        tracing::info!(
+            grpc = %topology.logic_grpc,
+            database = %database.display(),
+            "logic listening"
+        );
+    });
+    // ANCHOR: drain
+    let served = shutdown
+        .drain(async {
+            // The calls in flight are answered, then the sweep in flight ends.
+            let served = grpc.await.map_err(anyhow::Error::from);
+            sweep_stop.cancel();
+            let _ = sweep.await;
+            served
+        })
+        .await;
+    admin.stop().await;
+    // Abandoned (the deadline passed): what was left is not an error.
+    served.unwrap_or(Ok(()))
+    // ANCHOR_END: drain
+}
+
+struct OrderApi {
+    store: Store,
+    jetstream: jetstream::Context,
+    telemetry: Telemetry,
+}
+
+#[tonic::async_trait]
+impl OrderService for OrderApi {
+    // ANCHOR: create_order
+    async fn create_order(
+        &self,
+        request: Request<pb::CreateOrderRequest>,
+    ) -> Result<Response<pb::CreateOrderResponse>, Status> {
+        let request = request.into_inner();
+        let new = NewOrder::validate(
+            &request.user_id,
+            &request.product_id,
+            request.quantity.into(),
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let order = Order::create(new);
+
+        self.telemetry
+            .db_query("insert", self.store.insert(&order))
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "storing the order failed"))
+            .map_err(|e| Status::unavailable(format!("storing the order: {e}")))?;
+        self.telemetry.order_created();
+        tracing::info!(
+            order_id = %order.order_id,
+            user_id = %order.user_id,
+            product_id = %order.product_id,
+            quantity = order.quantity,
+            "order created"
+        );
+
+        // Stored is accepted: if the publish fails, the outbox sweep retries.
+        match self
+            .telemetry
+            .mq_publish(ORDERS_CREATED, publish(&self.jetstream, &order))
+            .await
+        {
+            Ok(()) => {
+                if let Err(e) = self
+                    .telemetry
+                    .db_query("update", self.store.mark_published(&order.order_id))
+                    .await
+                {
+                    tracing::warn!(
+                        order_id = %order.order_id,
+                        error = %e,
+                        "order published, flag not saved"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(
+                order_id = %order.order_id,
+                error = %e,
+                "publish failed, order left in the outbox"
+            ),
+        }
+
+        Ok(Response::new(pb::CreateOrderResponse {
+            order_id: order.order_id,
+        }))
+    }
+    // ANCHOR_END: create_order
+
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
+        let order_id = request.into_inner().order_id;
+        match self
+            .telemetry
+            .db_query("select", self.store.get(&order_id))
+            .await
+        {
+            Ok(Some(order)) => Ok(Response::new(order.into())),
+            Ok(None) => Err(Status::not_found(format!("no order {order_id}"))),
+            Err(e) => Err(Status::unavailable(format!("reading the order: {e}"))),
+        }
+    }
+}
+
+// ANCHOR: publish
+/// Publishes an order on `orders.created` and waits for JetStream's ack.
+/// The order id is the message id, so JetStream drops a republished copy.
+async fn publish(jetstream: &jetstream::Context, order: &Order) -> anyhow::Result<()> {
+    let payload = serde_json::to_vec(order)?;
+    let message = PublishMessage::build()
+        .payload(payload.into())
+        // The trace context, in the headers (before the id:
+        // `headers` replaces every header set so far).
+        .headers(telemetry::message_headers(&order.order_id))
+        .message_id(&order.order_id);
+    jetstream
+        .send_publish(ORDERS_CREATED, message)
+        .await?
+        .await?;
+    Ok(())
+}
+// ANCHOR_END: publish
+
+/// Declares the stream, retrying until NATS answers.
+#[tracing::instrument(skip_all)]
+async fn declare_stream(
+    jetstream: jetstream::Context,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        match orders::queue::ensure_stream(&jetstream).await {
+            Ok(_) => {
+                ready.store(true, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "declaring the stream failed, retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+// ANCHOR: outbox
+/// Publishes orders that were stored but never acknowledged by JetStream.
+/// Only orders older than one interval are swept, so an order whose first
+/// publish is still in flight is not sent twice for nothing.
+async fn sweep_outbox(
+    telemetry: Telemetry,
+    store: Store,
+    jetstream: jetstream::Context,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let cutoff = orders::domain::unix_millis() - interval.as_millis() as i64;
+        let pending = match telemetry
+            .db_query("select", store.unpublished(cutoff, 100))
+            .await
+        {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the outbox failed");
+                continue;
+            }
+        };
+        for order in pending {
+            // A span per republished order; an idle sweep makes none.
+            let span = tracing::info_span!("outbox republish", order_id = %order.order_id);
+            if telemetry
+                .mq_publish(ORDERS_CREATED, publish(&jetstream, &order))
+                .instrument(span.clone())
+                .await
+                .is_err()
+            {
+                break; // NATS is still down; try again next tick.
+            }
+            span.in_scope(|| tracing::info!("order republished from the outbox"));
+            if let Err(e) = telemetry
+                .db_query("update", store.mark_published(&order.order_id))
+                .await
+            {
+                span.in_scope(|| tracing::warn!(error = %e, "order republished, flag not saved"));
+            }
+        }
+    }
+}
+// ANCHOR_END: outbox

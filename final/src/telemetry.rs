@@ -1,0 +1,393 @@
+//! The telemetry facade: the one module the services call. [`init`] sets up
+//! everything a service process reports and returns a [`Telemetry`] handle
+//! that owns it; the handle's methods are the call sites' wrappers (an HTTP
+//! middleware, a layer on each gRPC server, a wrapper around each gRPC call,
+//! SQLite query, JetStream publish and message handled, and the business
+//! events), and [`Telemetry::shutdown`] sends what is still buffered.
+//!
+//! Each pillar is a module of its own below this one, and they never import
+//! each other: only this file combines them, so each can be read alone.
+//! [`names`] holds the names they all use.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use async_nats::jetstream;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http;
+use axum::middleware::Next;
+use axum::response::Response;
+use futures::future::BoxFuture;
+use opentelemetry::global;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_http::HeaderExtractor;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use orders::Topology;
+use orders::pb::Outcome;
+use orders::topology::Service;
+use tracing::{Instrument, Level, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::layer::SubscriberExt;
+
+mod logs;
+mod messaging;
+mod metrics;
+mod names;
+mod profiling;
+mod traces;
+
+pub use messaging::{TraceRelation, message_headers};
+use metrics::Metrics;
+pub use traces::{InjectContext, TracedChannel};
+
+// ANCHOR: init
+/// What [`init`] set up for one service process. Cheap to clone: every
+/// clone shares the same registry.
+#[derive(Clone)]
+pub struct Telemetry {
+    metrics: Arc<Metrics>,
+    tracer_provider: SdkTracerProvider,
+}
+
+/// What is logged when `RUST_LOG` is not set: `info` and up, but only
+/// warnings from the libraries that would otherwise describe every
+/// connection and frame, and only errors from the OTLP exporter, which
+/// warns about every batch it fails to send (the service says it once: see
+/// `traces::ReportFailures`).
+pub const DEFAULT_FILTER: &str = "info,h2=warn,hyper=warn,tonic=warn,tower=warn,async_nats=warn,sqlx=warn,opentelemetry-otlp=error";
+
+/// Sets up the telemetry of `service`. Called once per process, inside the
+/// Tokio runtime (the runtime's metrics are read from it).
+///
+/// Errors: a metric registered twice, which is a bug; a second call (the
+/// `tracing` subscriber is set once per process); an OTLP endpoint that is
+/// not a URL.
+pub fn init(service: Service) -> anyhow::Result<Telemetry> {
+    let metrics = Arc::new(Metrics::new(service)?);
+
+    // ANCHOR: subscriber
+    // W3C Trace Context: how a trace id travels in a `traceparent` header.
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    // Spans are sent to a collector, in batches.
+    let tracer_provider = traces::tracer_provider(service)?;
+    let tracer = tracer_provider.tracer(env!("CARGO_PKG_NAME"));
+    // `RUST_LOG` chooses which events are written. Spans of level INFO and
+    // up exist whatever it says, so that a warning still has the trace id
+    // of its request when RUST_LOG=warn.
+    let spans = filter_fn(|metadata| metadata.is_span() && *metadata.level() <= Level::INFO);
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .and_then(logs::JsonLines::new(service, std::io::stdout))
+            // Never a span of the libraries spans are sent with.
+            .with_filter(
+                logs::event_filter(DEFAULT_FILTER)
+                    .or(spans)
+                    .and(filter_fn(traces::not_a_transport_span)),
+            ),
+    );
+    tracing::subscriber::set_global_default(subscriber)?;
+    // ANCHOR_END: subscriber
+    Ok(Telemetry {
+        metrics,
+        tracer_provider,
+    })
+}
+
+impl Telemetry {
+    /// The routes of the admin port: `/metrics`, and the profiles under
+    /// `/debug/pprof/`.
+    pub fn admin_routes(&self) -> Router {
+        metrics::router(self.metrics.clone()).merge(profiling::router())
+    }
+
+    /// Sends what is still buffered, on the way out of the process: the
+    /// spans still queued. Prometheus pulls metrics, so nothing of them
+    /// waits to be sent.
+    pub async fn shutdown(self) {
+        traces::shutdown(self.tracer_provider).await;
+    }
+}
+// ANCHOR_END: init
+
+// ANCHOR: http
+/// axum middleware for the public API, added with
+/// `middleware::from_fn_with_state(telemetry, telemetry::track_http)`:
+/// counts and times every request, handles it in a span of its own, and
+/// ends it with one access line. As the outermost layer it sees every
+/// answer: the token check's 401s, the extractors' 413s and 422s, the
+/// fallback's 404s.
+pub async fn track_http(
+    State(telemetry): State<Telemetry>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = names::method_label(request.method());
+    let route = names::route(&request);
+    let span = tracing::info_span!(
+        "http request",
+        method,
+        route,
+        otel.name = traces::http_span_name(method, &route),
+        otel.kind = "server",
+    );
+    traces::http_request(&span, method, &route);
+
+    // ANCHOR: extract
+    // Continue the client's trace when it sent a valid `traceparent`. With
+    // none, or a malformed one, the context is empty and the span starts a
+    // new trace; the request goes on either way.
+    let client = global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(request.headers()))
+    });
+    // Before the span is first entered: once started, its parent is fixed.
+    let _ = span.set_parent(client);
+    // ANCHOR_END: extract
+
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let took = started.elapsed();
+    let status = response.status();
+    telemetry.metrics.http_request(method, &route, status, took);
+    traces::http_response(&span, status);
+    // The request's trace, for the client, in a `traceresponse` header.
+    traces::trace_response(&span, &mut response);
+    span.in_scope(|| logs::access_line(status, took));
+    response
+}
+// ANCHOR_END: http
+
+// ANCHOR: grpc
+/// The span each gRPC call is handled in:
+/// `Server::builder().trace_fn(telemetry::grpc_server_span)`. It continues
+/// the caller's trace.
+pub fn grpc_server_span(request: &http::Request<()>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "grpc request",
+        rpc = request.uri().path().trim_start_matches('/'),
+        otel.name = traces::grpc_span_name(request.uri().path()),
+        otel.kind = "server",
+    );
+    traces::grpc_server(&span, request);
+    span
+}
+// ANCHOR_END: grpc
+
+// ANCHOR: grpc_server
+impl Telemetry {
+    /// tower layer for a tonic server,
+    /// `Server::builder().layer(telemetry.grpc_server_layer())`: counts and
+    /// times every call the server answers.
+    pub fn grpc_server_layer(&self) -> GrpcServerLayer {
+        GrpcServerLayer {
+            telemetry: self.clone(),
+        }
+    }
+}
+
+/// See [`Telemetry::grpc_server_layer`].
+#[derive(Clone)]
+pub struct GrpcServerLayer {
+    telemetry: Telemetry,
+}
+
+impl<S> tower::Layer<S> for GrpcServerLayer {
+    type Service = GrpcServerCalls<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcServerCalls {
+            inner,
+            telemetry: self.telemetry.clone(),
+        }
+    }
+}
+
+/// The service [`GrpcServerLayer`] wraps around a tonic server's routes.
+#[derive(Clone)]
+pub struct GrpcServerCalls<S> {
+    inner: S,
+    telemetry: Telemetry,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for GrpcServerCalls<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        // A gRPC call is an HTTP/2 POST to `/{service}/{method}`.
+        let path = request.uri().path().to_owned();
+        let started = Instant::now();
+        let answer = self.inner.call(request);
+        let telemetry = self.telemetry.clone();
+        Box::pin(async move {
+            let answer = answer.await;
+            let code = match &answer {
+                Ok(response) => names::grpc_code(response),
+                Err(_) => tonic::Code::Unknown,
+            };
+            // tonic answers a path it has no route for with `Unimplemented`
+            // (no handler here returns it): count all such calls under one
+            // name, as the HTTP fallback does.
+            let (service, method) = match code {
+                tonic::Code::Unimplemented => ("unknown", "unknown"),
+                _ => names::split_grpc_path(&path),
+            };
+            telemetry
+                .metrics
+                .grpc_server_call(service, method, code, started.elapsed());
+            // On the call's span, the current one, too.
+            traces::grpc_server_code(code);
+            answer
+        })
+    }
+}
+// ANCHOR_END: grpc_server
+
+impl Telemetry {
+    // ANCHOR: grpc_client
+    /// Counts and times one gRPC call this service makes, e.g.
+    /// `telemetry.grpc_client("orders.v1.OrderService", "CreateOrder", logic.create_order(request))`.
+    /// A call the caller stops waiting for counts as `DeadlineExceeded`.
+    pub async fn grpc_client<T>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<tonic::Response<T>, tonic::Status> {
+        // The call runs in a client span, whose context it carries.
+        let call = traces::grpc_client_span(service, method, call);
+        let mut timing = self.metrics.grpc_client_call(service, method);
+        let answer = call.await;
+        timing.answered(match &answer {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        });
+        answer
+    }
+    // ANCHOR_END: grpc_client
+
+    // ANCHOR: db
+    /// Times one SQLite query; `operation` is its verb: `insert`, `select`,
+    /// `update`.
+    pub async fn db_query<T, E: Display>(
+        &self,
+        operation: &'static str,
+        query: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let started = Instant::now();
+        // In a client span.
+        let result = traces::db_span(operation, query).await;
+        self.metrics.db_query(operation, started.elapsed());
+        result
+    }
+    // ANCHOR_END: db
+
+    // ANCHOR: messaging
+    /// Counts and times one publish to JetStream, up to the stream's ack.
+    pub async fn mq_publish<T, E: Display>(
+        &self,
+        subject: &str,
+        publish: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let started = Instant::now();
+        // In a producer span, whose context the message carries.
+        let result = messaging::producer_span(subject, publish).await;
+        self.metrics
+            .mq_published(subject, result.is_ok(), started.elapsed());
+        result
+    }
+
+    /// Runs `handle` on one delivery of `message`, in the delivery's
+    /// consumer span, `process orders.created`, related to the span that
+    /// published it by `relation`:
+    /// `telemetry.mq_process(message, relation, |message, handling| handle(message, handling))`.
+    /// `handle` says how it settled the delivery with [`MessageHandling::finish`].
+    pub async fn mq_process<F: Future<Output = ()>>(
+        &self,
+        message: jetstream::Message,
+        relation: TraceRelation,
+        handle: impl FnOnce(jetstream::Message, MessageHandling) -> F,
+    ) {
+        let span = messaging::consumer_span(&message, relation);
+        self.metrics.mq_delivered(&message);
+        let handling = MessageHandling {
+            telemetry: self.clone(),
+            subject: message.subject.to_string(),
+            received: Instant::now(),
+            span: span.clone(),
+        };
+        // In the span, in case `handle` makes its span when called rather
+        // than when first polled.
+        let handled = span.in_scope(|| handle(message, handling));
+        handled.instrument(span).await;
+    }
+}
+
+/// One delivery of a message being handled, from [`Telemetry::mq_process`]
+/// to [`MessageHandling::finish`].
+pub struct MessageHandling {
+    telemetry: Telemetry,
+    subject: String,
+    received: Instant,
+    /// The delivery's consumer span.
+    span: Span,
+}
+
+impl MessageHandling {
+    /// Records how the delivery was settled: `ack` (done), `nak` (to be
+    /// redelivered) or `term` (never to be redelivered).
+    pub fn finish(self, status: &'static str) {
+        let took = self.received.elapsed();
+        messaging::settled(&self.span, status);
+        self.telemetry
+            .metrics
+            .mq_settled(&self.subject, status, took);
+    }
+}
+// ANCHOR_END: messaging
+
+// ANCHOR: business
+impl Telemetry {
+    /// logic stored an order.
+    pub fn order_created(&self) {
+        self.metrics.order_created();
+    }
+
+    /// The gateway accepted an order it received at `received`.
+    pub fn order_accepted(&self, order_id: &str, received: Instant) {
+        self.metrics.order_accepted(order_id, received);
+    }
+
+    /// The first result of an order arrived at the gateway. Called only for
+    /// the first, so a redelivered callback does not count an order twice.
+    pub fn order_completed(&self, order_id: &str, outcome: Outcome) {
+        self.metrics.order_completed(order_id, outcome);
+    }
+}
+// ANCHOR_END: business
+
+/// Lines for the banner of `all`: where to look at what each pillar shows.
+pub fn banner_hints(topology: &Topology) -> Vec<String> {
+    let mut hints = metrics::banner_hints(topology);
+    hints.extend(logs::banner_hints());
+    hints.extend(traces::banner_hints(topology));
+    hints.extend(messaging::banner_hints());
+    hints.extend(profiling::banner_hints(topology));
+    hints
+}
