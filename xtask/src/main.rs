@@ -11,11 +11,14 @@
 //!   its latency without coordinated omission.
 //! - `cargo xtask bench` compares chapter 00 with the full system: CPU and
 //!   memory per order, latency, and the highest rate each sustains.
+//! - `cargo xtask book-assets` draws the book's pictures into
+//!   `book/assets/`.
 //!
 //! Both install what they need (`nats-server`, `mdbook`) into the
 //! git-ignored `.tools/` directory when it is not already on the machine,
 //! so a fresh clone needs only a Rust toolchain and `python3 -m pip`.
 
+mod assets;
 mod bench;
 mod demo;
 mod diffs;
@@ -52,6 +55,8 @@ enum Command {
     Load(load::Args),
     /// Compare chapter 00 with the full system under the same load.
     Bench(bench::Args),
+    /// Draw the book's pictures into book/assets/.
+    BookAssets(assets::Args),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         Command::Load(args) => block_on("load", load::run(&root, &args)),
         Command::Bench(args) => bench::rerun_in_release(&root)
             .unwrap_or_else(|| block_on("bench", bench::run(&root, &args))),
+        Command::BookAssets(args) => block_on("book-assets", assets::run(&root, &args)),
     }
 }
 
