@@ -5,6 +5,11 @@
 //! as it would be in production. It starts a `nats-server` too unless
 //! `NATS_URL` names one, waits until every service is ready, prints how to
 //! use it, and on Ctrl-C or SIGTERM stops everything it started.
+//!
+//! The launcher's own lines (the banner, what it starts and stops) go to
+//! stderr; stdout is the services' alone, which they inherit. From the
+//! chapter with JSON logs on, every line of stdout is one JSON object, so
+//! `cargo run -p ch02-logs | jq .` reads it as it is.
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -36,7 +41,7 @@ pub async fn run(mut launch: Launch) -> anyhow::Result<()> {
     let mut nats = None;
     if launch.topology.nats_url.is_none() {
         let server = NatsServer::start(&run_dir.path().join("nats")).await?;
-        println!("[all] started nats-server -js on {}", server.url());
+        eprintln!("[all] started nats-server -js on {}", server.url());
         launch.topology.nats_url = Some(server.url());
         nats = Some(server);
     }
@@ -72,7 +77,7 @@ pub async fn run(mut launch: Launch) -> anyhow::Result<()> {
         () = crate::shutdown::terminated() => Ok(()),
     };
 
-    println!("[all] stopping");
+    eprintln!("[all] stopping");
     for (_, child) in &mut children {
         terminate(child, Duration::from_secs(10)).await;
     }
@@ -131,31 +136,31 @@ fn describe(status: std::io::Result<ExitStatus>) -> String {
 fn print_banner(launch: &Launch) {
     let t = &launch.topology;
     let token = std::env::var("API_TOKEN").unwrap_or_else(|_| crate::DEFAULT_API_TOKEN.to_owned());
-    println!();
-    println!("[all] {} is ready", launch.chapter);
-    println!(
+    eprintln!();
+    eprintln!("[all] {} is ready", launch.chapter);
+    eprintln!(
         "  gateway  http://{}  (gRPC callback {})",
         t.gateway_http, t.gateway_grpc
     );
-    println!("  logic    gRPC {}", t.logic_grpc);
-    println!("  nats     {}", t.nats_url());
-    println!("  database {}", t.database().display());
-    println!();
-    println!("Place an order:");
-    println!(
+    eprintln!("  logic    gRPC {}", t.logic_grpc);
+    eprintln!("  nats     {}", t.nats_url());
+    eprintln!("  database {}", t.database().display());
+    eprintln!();
+    eprintln!("Place an order:");
+    eprintln!(
         "  curl -s -X POST http://{}/orders -H 'Authorization: Bearer {token}' \\\n    -H 'Content-Type: application/json' -d '{{\"user_id\":\"1001\",\"product_id\":\"A001\",\"quantity\":2}}'",
         t.gateway_http
     );
-    println!("Then read it back (paste the order_id):");
-    println!(
+    eprintln!("Then read it back (paste the order_id):");
+    eprintln!(
         "  curl -s http://{}/orders/<order_id> -H 'Authorization: Bearer {token}'",
         t.gateway_http
     );
     for hint in &launch.hints {
-        println!("{hint}");
+        eprintln!("{hint}");
     }
-    println!();
-    println!("Ctrl-C stops everything.");
+    eprintln!();
+    eprintln!("Ctrl-C stops everything.");
 }
 
 /// Asks a child to stop with SIGTERM and waits up to `grace` for it, then

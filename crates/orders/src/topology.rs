@@ -47,13 +47,14 @@ pub struct Topology {
     /// Where logic serves gRPC `OrderService`.
     #[arg(long, env = "LOGIC_GRPC_ADDR", default_value = "127.0.0.1:9092")]
     pub logic_grpc: SocketAddr,
-    /// The gateway's admin port (health, later metrics and profiles).
+    /// The gateway's admin port: /healthz and /readyz, and whatever the
+    /// chapter adds there (/metrics, /debug/pprof/*); never the public one.
     #[arg(long, env = "GATEWAY_ADMIN_ADDR", default_value = "127.0.0.1:9101")]
     pub gateway_admin: SocketAddr,
-    /// Logic's admin port.
+    /// Logic's admin port (as the gateway's).
     #[arg(long, env = "LOGIC_ADMIN_ADDR", default_value = "127.0.0.1:9102")]
     pub logic_admin: SocketAddr,
-    /// Task's admin port.
+    /// Task's admin port (as the gateway's).
     #[arg(long, env = "TASK_ADMIN_ADDR", default_value = "127.0.0.1:9103")]
     pub task_admin: SocketAddr,
     /// URL the gateway dials for logic [default: http:// + --logic-grpc].

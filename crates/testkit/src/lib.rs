@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod exposition;
+pub mod launched;
 pub mod logs;
 pub mod otlp;
 pub mod progress;
@@ -18,6 +19,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use api::{Api, order_body};
+pub use launched::Launched;
 pub use orders::nats_server::NatsServer;
 pub use orders::topology::{Service, Topology};
 pub use otlp::{OtlpReceiver, ReceivedSpan};

@@ -268,9 +268,9 @@ pub fn banner_hints() -> Vec<String> {
     vec![
         "Logs: one JSON object per line on stdout; RUST_LOG sets the levels (default info)."
             .to_owned(),
-        "Filter them with jq (-R and fromjson? skip the launcher's own [all] lines):".to_owned(),
-        format!("  {run} | jq -cR 'fromjson? | select(.order_id != null)'"),
-        format!("  {run} | jq -cR 'fromjson? | select(.service == \"logic\")'"),
+        "Filter them with jq (this banner is on stderr, stdout is JSON only):".to_owned(),
+        format!("  {run} | jq -c 'select(.order_id != null)'"),
+        format!("  {run} | jq -c 'select(.service == \"logic\")'"),
     ]
 }
 
