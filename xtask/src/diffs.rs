@@ -1,5 +1,6 @@
 //! `cargo xtask diffs`: the lesson of each chapter, as a diff against the
-//! chapter before, written into the book.
+//! chapter before, written into the book; and what production adds, as the
+//! diff from the last chapter to `final/`.
 //!
 //! The book includes these files instead of describing the changes by hand,
 //! and a test fails when one is stale, so what the reader sees is always
@@ -12,7 +13,8 @@ use similar::TextDiff;
 /// Where the generated diffs live, inside the book's sources.
 const DIFF_DIR: &str = "book/diffs";
 
-/// One generated diff: `chapters/<before>` to `chapters/<after>`.
+/// One generated diff: `chapters/<before>` to `chapters/<after>`, or the
+/// last chapter to `final`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ChapterDiff {
     /// The file in `book/diffs/`, named after the later chapter.
@@ -39,9 +41,15 @@ pub fn write(root: &Path) -> anyhow::Result<()> {
 }
 
 /// The diffs as they should be now: each chapter against the one before it,
-/// over the files a chapter is made of (its manifest and its sources).
+/// and `final` against the last chapter, over the files a chapter is made
+/// of (its manifest and its sources).
 pub fn render(root: &Path) -> anyhow::Result<Vec<ChapterDiff>> {
-    let chapters = chapters(root)?;
+    let mut chapters = chapters(root)?;
+    // `final` is the last chapter plus production: its diff is that lesson.
+    let production = root.join("final");
+    if production.join("Cargo.toml").is_file() {
+        chapters.push(production);
+    }
     let mut diffs = Vec::new();
     for pair in chapters.windows(2) {
         let (before, after) = (&pair[0], &pair[1]);
@@ -103,16 +111,8 @@ fn read_or_empty(path: &Path) -> String {
 /// `Cargo.toml` and every file under `src/`, relative to the chapter.
 fn lesson_files(chapter: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = vec![PathBuf::from("Cargo.toml")];
-    let mut pending = vec![chapter.join("src")];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                files.push(path.strip_prefix(chapter)?.to_owned());
-            }
-        }
+    for file in crate::files_under(&chapter.join("src"))? {
+        files.push(file.strip_prefix(chapter)?.to_owned());
     }
     Ok(files)
 }
@@ -151,6 +151,10 @@ mod tests {
         for (chapter, body) in [
             ("00-a", "fn main() {}\n"),
             ("01-b", "fn main() {\n    lesson();\n}\n"),
+            (
+                "../final",
+                "fn main() {\n    lesson();\n    production();\n}\n",
+            ),
         ] {
             std::fs::create_dir_all(root.join("chapters").join(chapter).join("src")).unwrap();
             std::fs::write(
@@ -165,8 +169,17 @@ mod tests {
             .unwrap();
         }
         let diffs = render(root).unwrap();
-        assert_eq!(diffs.len(), 1);
+        assert_eq!(diffs.len(), 2);
         assert!(diffs[0].file.ends_with("book/diffs/01-b.diff"));
+        assert!(diffs[1].file.ends_with("book/diffs/final.diff"));
+        assert!(
+            diffs[1]
+                .text
+                .contains("--- chapters/01-b/src/main.rs\n+++ final/src/main.rs")
+                && diffs[1].text.contains("+    production();"),
+            "the last chapter to final: {}",
+            diffs[1].text
+        );
         let text = &diffs[0].text;
         assert!(
             text.contains("--- chapters/00-a/src/main.rs\n+++ chapters/01-b/src/main.rs"),

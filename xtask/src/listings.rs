@@ -46,8 +46,21 @@ fn stale_captions(root: &Path) -> anyhow::Result<Vec<(String, usize, String)>> {
 }
 
 /// The caption of `{{#include path:anchor}}`: the path from the repository
-/// root (the book's sources are in `book/`, so `../x` is `x`).
+/// root (the book's sources are in `book/`, so `../x` is `x`). A test's
+/// output, fitted to the page in `outputs/<crate>/<name>.txt`, is captioned
+/// with the snapshot it comes from.
 fn caption(include: &str) -> String {
+    if let Some((krate, name)) = include
+        .strip_prefix("outputs/")
+        .and_then(|rest| rest.strip_suffix(".txt"))
+        .and_then(|rest| rest.split_once('/'))
+    {
+        let krate = match krate {
+            "final" => "final".to_owned(),
+            chapter => format!("chapters/{chapter}"),
+        };
+        return format!("Snapshot `{krate}/tests/e2e/snapshots/{name}.snap`:");
+    }
     let (path, anchor) = include.split_once(':').unwrap_or((include, ""));
     let shown = match path.strip_prefix("../") {
         Some(outside_the_book) => outside_the_book.to_owned(),
@@ -86,6 +99,10 @@ mod tests {
         assert_eq!(
             caption("../config/prometheus/rules.yml"),
             "File `config/prometheus/rules.yml`:"
+        );
+        assert_eq!(
+            caption("outputs/02-logs/e2e__logs__one_order.txt"),
+            "Snapshot `chapters/02-logs/tests/e2e/snapshots/e2e__logs__one_order.snap`:"
         );
     }
 }

@@ -6,7 +6,7 @@
 //! - `cargo xtask test` is the project's one test command: formatting,
 //!   lints, every test and the book, with a summary at the end.
 //! - `cargo xtask diffs` writes each chapter's diff against the one before
-//!   into the book.
+//!   into the book, and the tests' snapshots as the book shows them.
 //! - `cargo xtask load` puts an open-model load on the gateway and reports
 //!   its latency without coordinated omission.
 //! - `cargo xtask bench` compares chapter 00 with the full system: CPU and
@@ -20,12 +20,14 @@
 
 mod assets;
 mod bench;
+mod browser;
 mod demo;
 mod diffs;
 mod launch;
 #[cfg(test)]
 mod listings;
 mod load;
+mod outputs;
 mod profile;
 mod provision;
 mod show;
@@ -49,7 +51,8 @@ enum Command {
     Demo(demo::Args),
     /// Run every check: fmt, clippy, the tests and the book.
     Test(test::Args),
-    /// Write each chapter's diff against the previous one into book/diffs/.
+    /// Write each chapter's diff against the previous one into book/diffs/,
+    /// and the tests' snapshots, fitted to the page, into book/outputs/.
     Diffs,
     /// Put an open-model load on the gateway (the k6 script's LOAD_* profiles).
     Load(load::Args),
@@ -76,7 +79,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Test(args) => test::run(&root, &args),
-        Command::Diffs => match diffs::write(&root) {
+        Command::Diffs => match diffs::write(&root).and_then(|()| outputs::write(&root)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("[diffs] error: {e:#}");
@@ -144,6 +147,24 @@ fn set_by_cargo_run(name: &str) -> bool {
             name,
             "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
         )
+}
+
+/// Every file under `dir`, at any depth, in no particular order.
+/// Errors: a directory that cannot be read.
+fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    Ok(files)
 }
 
 /// Where cargo puts build output: `$CARGO_TARGET_DIR` (relative to the

@@ -99,25 +99,41 @@ pub fn mdbook() -> anyhow::Result<PathBuf> {
 /// with apt-get. It cannot be installed without root; the caller reports
 /// that as a check that could not run.
 pub fn promtool() -> anyhow::Result<PathBuf> {
-    if let Some(found) = find_on_path("promtool") {
+    from_debian(
+        "promtool",
+        "prometheus",
+        "or put a Prometheus release's promtool on PATH",
+    )
+}
+
+/// `chromium`, for the book's layout check: the one on `PATH`, else, as
+/// root, Debian's `chromium` package. Without root, the caller reports the
+/// check as not run.
+pub fn chromium() -> anyhow::Result<PathBuf> {
+    from_debian(
+        "chromium",
+        "chromium",
+        "or put a Chromium or Chrome on PATH as `chromium`",
+    )
+}
+
+/// The program `tool` from `PATH`, else Debian's `package` installed with
+/// apt-get when we run as root. `otherwise` says what a user without root
+/// can do instead.
+fn from_debian(tool: &str, package: &str, otherwise: &str) -> anyhow::Result<PathBuf> {
+    if let Some(found) = find_on_path(tool) {
         return Ok(found);
     }
     if !nix::unistd::Uid::effective().is_root() {
         bail!(
-            "promtool not found on PATH, and installing it needs root: \
-             `sudo apt-get install prometheus` (Debian/Ubuntu), or put a Prometheus release's promtool on PATH"
+            "{tool} not found on PATH, and installing it needs root: \
+             `sudo apt-get install {package}` (Debian/Ubuntu), {otherwise}"
         );
     }
-    println!("[xtask] no promtool found: installing Debian's `prometheus` package with apt-get");
+    println!("[xtask] no {tool} found: installing Debian's `{package}` package with apt-get");
     for args in [
         &["update", "-qq"][..],
-        &[
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "prometheus",
-        ][..],
+        &["install", "-y", "-qq", "--no-install-recommends", package][..],
     ] {
         let status = Command::new("apt-get")
             .args(args)
@@ -128,5 +144,6 @@ pub fn promtool() -> anyhow::Result<PathBuf> {
             bail!("apt-get {} failed ({status})", args.join(" "));
         }
     }
-    find_on_path("promtool").context("installed `prometheus`, but promtool is still not on PATH")
+    find_on_path(tool)
+        .with_context(|| format!("installed `{package}`, but {tool} is still not on PATH"))
 }

@@ -44,6 +44,7 @@ pub fn run(root: &Path, args: &Args) -> ExitCode {
     let nats_server = provisioned("nats-server", provision::nats_server());
     let mdbook = (!args.skip_book).then(|| provisioned("mdbook", provision::mdbook()));
     let promtool = provisioned("promtool", provision::promtool());
+    let chromium = (!args.skip_book).then(|| provisioned("chromium", provision::chromium()));
 
     let mut steps = Vec::new();
     if args.skip_lint {
@@ -68,9 +69,20 @@ pub fn run(root: &Path, args: &Args) -> ExitCode {
     steps.push(step("stack", || {
         stack(root, promtool.as_ref().ok().cloned())
     }));
-    match &mdbook {
-        Some(mdbook) => steps.push(step("book", || book(root, mdbook))),
-        None => println!("[xtask] --skip-book: not building the book"),
+    match (&mdbook, &chromium) {
+        (Some(mdbook), Some(chromium)) => {
+            let built = step("book", || book(root, mdbook));
+            let passed = built.outcome == Outcome::Passed;
+            steps.push(built);
+            steps.push(step("browser", || {
+                if passed {
+                    look_at_the_book(root, chromium)
+                } else {
+                    Outcome::CouldNotRun("the book did not build".to_owned())
+                }
+            }));
+        }
+        _ => println!("[xtask] --skip-book: not building the book"),
     }
 
     print!("{}", summary(&steps));
@@ -220,6 +232,25 @@ fn book(root: &Path, mdbook: &Result<PathBuf, String>) -> Outcome {
         Outcome::Failed(format!("mdbook logged {} ERROR line(s)", errors.len()))
     } else {
         Outcome::Passed
+    }
+}
+
+/// The built book in headless Chromium at 1280 px: no code block wider
+/// than its column, no broken image (see `browser.rs`).
+fn look_at_the_book(root: &Path, chromium: &Result<PathBuf, String>) -> Outcome {
+    let chromium = match chromium {
+        Ok(path) => path,
+        Err(reason) => return Outcome::CouldNotRun(reason.clone()),
+    };
+    match crate::browser::check(chromium, &root.join("target/book")) {
+        Ok(problems) if problems.is_empty() => Outcome::Passed,
+        Ok(problems) => {
+            for problem in &problems {
+                println!("[xtask] {problem}");
+            }
+            Outcome::Failed(format!("{} layout problem(s) in the book", problems.len()))
+        }
+        Err(e) => Outcome::CouldNotRun(format!("{e:#}")),
     }
 }
 
