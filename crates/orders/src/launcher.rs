@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures::future::select_all;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 use crate::nats_server::NatsServer;
+pub use crate::process::{die_with_parent, terminate};
 use crate::topology::{Service, Topology};
 
 /// What to start and what to tell the reader once it runs.
@@ -161,31 +160,4 @@ fn print_banner(launch: &Launch) {
     }
     eprintln!();
     eprintln!("Ctrl-C stops everything.");
-}
-
-/// Asks a child to stop with SIGTERM and waits up to `grace` for it, then
-/// kills it. Returns once the child has exited.
-pub async fn terminate(child: &mut Child, grace: Duration) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
-    if let Some(pid) = child.id() {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-    }
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        let _ = child.kill().await;
-    }
-}
-
-/// Makes the kernel send SIGTERM to the child if this process dies first,
-/// even by SIGKILL, so no service outlives the launcher or a test.
-pub fn die_with_parent(command: &mut Command) {
-    #[allow(unsafe_code)]
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // the prctl(2) system call, which is async-signal-safe.
-    unsafe {
-        command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
-        });
-    }
 }

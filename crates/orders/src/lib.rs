@@ -13,6 +13,7 @@ pub mod http;
 pub mod launcher;
 pub mod nats_server;
 pub mod ports;
+pub mod process;
 pub mod queue;
 pub mod shutdown;
 pub mod store;

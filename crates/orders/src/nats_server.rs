@@ -88,7 +88,7 @@ impl NatsServer {
     /// until it has exited, so its port is free for [`NatsServer::restart`].
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
-            crate::launcher::terminate(&mut child, Duration::from_secs(5)).await;
+            crate::process::terminate(&mut child, Duration::from_secs(5)).await;
         }
         Ok(())
     }
@@ -119,7 +119,7 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);
-        crate::launcher::die_with_parent(&mut command);
+        crate::process::die_with_parent(&mut command);
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", self.binary.display()))?;
