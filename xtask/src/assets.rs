@@ -4,9 +4,14 @@
 //! - `architecture-*.svg`: the system, once per chapter with that
 //!   chapter's layer marked, drawn from code ([`architecture`]); a test
 //!   fails when a committed one differs from what the code draws now.
+//! - `waterfall-*.svg`: one order's traces, from a real run of chapter 03
+//!   and of chapter 04 in both trace relations, drawn from the spans the
+//!   services exported ([`waterfall`], [`live::one_order`]).
 
 mod architecture;
 mod draw;
+mod live;
+mod waterfall;
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +23,8 @@ pub const ASSETS_DIR: &str = "book/assets";
 pub enum Kind {
     /// The architecture diagram of each chapter (no run needed).
     Architecture,
+    /// One order's traces in chapters 03 and 04 (runs both, debug builds).
+    Waterfalls,
 }
 
 #[derive(clap::Args, Debug)]
@@ -43,6 +50,84 @@ pub async fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
         for (name, svg) in architecture::all() {
             write(root, &dir.join(name), &svg)?;
         }
+    }
+    if args.wants(Kind::Waterfalls) {
+        waterfalls(root, &dir).await?;
+    }
+    Ok(())
+}
+
+/// A waterfall picture made from a real run: which chapter, with which
+/// variables, and what the picture says.
+struct WaterfallRun {
+    file: &'static str,
+    package: &'static str,
+    envs: &'static [(&'static str, &'static str)],
+    heading: &'static str,
+    says: &'static str,
+}
+
+const WATERFALLS: [WaterfallRun; 3] = [
+    WaterfallRun {
+        file: "waterfall-03-grpc-tracing.svg",
+        package: "ch03-grpc-tracing",
+        envs: &[],
+        heading: "Chapter 03: one order, two traces",
+        says: "The gateway's POST /orders, with logic's CreateOrder and its two SQL queries, is one trace; task's handling of the order, with its PushResult call to the gateway, is a second trace: nothing carries the context across NATS yet. Both are drawn on one time axis.",
+    },
+    WaterfallRun {
+        file: "waterfall-04-parent.svg",
+        package: "ch04-nats-tracing",
+        envs: &[("TRACE_RELATION", "parent")],
+        heading: "Chapter 04, TRACE_RELATION=parent: one order, one trace",
+        says: "One trace from the gateway's POST /orders to task's PushResult: task's consumer span process orders.created is a child of logic's producer span publish orders.created, and also links to it.",
+    },
+    WaterfallRun {
+        file: "waterfall-04-link.svg",
+        package: "ch04-nats-tracing",
+        envs: &[("TRACE_RELATION", "link")],
+        heading: "Chapter 04, TRACE_RELATION=link: one order, two linked traces",
+        says: "The POST /orders trace ends at logic's UPDATE orders; task's consumer span process orders.created starts a second trace, with a link to logic's publish orders.created in the first.",
+    },
+];
+
+/// Runs chapters 03 and 04 (debug builds), one order each, and draws
+/// each order's traces.
+async fn waterfalls(root: &Path, dir: &Path) -> anyhow::Result<()> {
+    let nats_server = crate::provision::nats_server()?;
+    let binaries = crate::launch::build(root, &["ch03-grpc-tracing", "ch04-nats-tracing"], false)?;
+    for run in &WATERFALLS {
+        let binary = if run.package == "ch03-grpc-tracing" {
+            &binaries[0]
+        } else {
+            &binaries[1]
+        };
+        println!(
+            "[book-assets] {}{}: one order, for {}",
+            run.envs
+                .iter()
+                .map(|(name, value)| format!("{name}={value} "))
+                .collect::<String>(),
+            run.package,
+            run.file
+        );
+        let order = live::one_order(run.package, binary, &nats_server, run.envs).await?;
+        println!(
+            "[book-assets] order {}: {}",
+            order.order_id,
+            waterfall::summary(&order.spans, &order.traces)
+        );
+        let description = format!(
+            "{} Drawn from the spans of a real run of {}{}, the third order of a fresh system.",
+            run.says,
+            run.package,
+            run.envs
+                .iter()
+                .map(|(name, value)| format!(" with {name}={value}"))
+                .collect::<String>()
+        );
+        let svg = waterfall::waterfall(&order.spans, &order.traces, run.heading, &description)?;
+        write(root, &dir.join(run.file), &svg)?;
     }
     Ok(())
 }

@@ -44,7 +44,7 @@ const READY_DEADLINE: Duration = Duration::from_secs(60);
 const HANDLED_DEADLINE: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(15);
 /// How long one request to the system may take, unless it says otherwise.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -64,7 +64,7 @@ pub async fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let topology = Topology::on_free_ports()?;
     // The demo is the system's trace collector: spans come here, not to Tempo.
     let collector = OtlpReceiver::start().await?;
-    let mut system = start(chapter, &binary, &nats_server, &topology, &collector)?;
+    let mut system = start(chapter, &binary, &nats_server, &topology, &collector, &[])?;
     let logs = capture_logs(&mut system);
     // Whatever happens while the system runs, it is stopped afterwards.
     let target = crate::target_dir(root);
@@ -103,13 +103,17 @@ fn build(root: &Path, chapter: &str) -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-/// Starts `<chapter> all` on free ports with its own nats-server.
-fn start(
+/// Starts `<chapter> all` on `topology` with its own nats-server, its
+/// spans sent to `collector`, and the variables `envs` set (such as
+/// chapter 04's `TRACE_RELATION`). Its stdout is piped: read it with
+/// [`capture_logs`].
+pub(crate) fn start(
     chapter: &str,
     binary: &Path,
     nats_server: &Path,
     topology: &Topology,
     collector: &OtlpReceiver,
+    envs: &[(&str, &str)],
 ) -> anyhow::Result<Child> {
     println!("[demo] starting {chapter} all");
     let mut command = Command::new(binary);
@@ -122,6 +126,7 @@ fn start(
         // demo depend on, and write into, state it does not own.
         .env_remove("NATS_URL")
         .env_remove("ORDERS_DB")
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .kill_on_drop(true);
@@ -134,7 +139,7 @@ fn start(
 /// The JSON log lines the system writes to stdout, kept to be shown after
 /// the orders; its other lines (the launcher's banner) are printed as they
 /// come.
-fn capture_logs(system: &mut Child) -> Arc<Mutex<Vec<String>>> {
+pub(crate) fn capture_logs(system: &mut Child) -> Arc<Mutex<Vec<String>>> {
     let logs = Arc::new(Mutex::new(Vec::new()));
     let stdout = system.stdout.take().expect("stdout is piped");
     let keep = logs.clone();
@@ -421,7 +426,7 @@ fn show_logs(lines: &[String], order_id: &str) {
 /// Stops the system as an operator would, with SIGTERM, and waits for it;
 /// kills it if it does not stop within the grace period. A system that has
 /// already exited needs no stopping: that was reported where it was seen.
-async fn stop(system: &mut Child) -> anyhow::Result<()> {
+pub(crate) async fn stop(system: &mut Child) -> anyhow::Result<()> {
     let Some(pid) = system.id() else {
         return Ok(());
     };
@@ -443,17 +448,17 @@ async fn stop(system: &mut Child) -> anyhow::Result<()> {
 }
 
 /// One order the demo placed and, once known, how it ended.
-struct Placed {
-    id: String,
+pub(crate) struct Placed {
+    pub(crate) id: String,
     product: &'static str,
     sent_at: Instant,
     /// From the gateway's W3C `traceresponse` header, when it sends one.
-    trace_id: Option<String>,
-    outcome: Option<Outcome>,
+    pub(crate) trace_id: Option<String>,
+    pub(crate) outcome: Option<Outcome>,
 }
 
-struct Outcome {
-    status: String,
+pub(crate) struct Outcome {
+    pub(crate) status: String,
     detail: String,
     /// From sending `POST /orders` to the first `GET` that saw the result.
     millis: u128,
@@ -461,7 +466,11 @@ struct Outcome {
 
 /// Places an order of `quantity` `product` for user 1001 and returns it,
 /// with the trace id the gateway named. An error unless it is 201.
-async fn place(api: &Api, product: &'static str, quantity: u32) -> anyhow::Result<Placed> {
+pub(crate) async fn place(
+    api: &Api,
+    product: &'static str,
+    quantity: u32,
+) -> anyhow::Result<Placed> {
     let sent_at = Instant::now();
     let response = api
         .request(Method::POST, "/orders")
@@ -511,7 +520,7 @@ async fn order_status(api: &Api, id: &str) -> anyhow::Result<(String, String)> {
 }
 
 /// Polls every admin `/readyz` until all answer 200.
-async fn wait_until_ready(
+pub(crate) async fn wait_until_ready(
     api: &Api,
     topology: &Topology,
     system: &mut Child,
@@ -536,7 +545,7 @@ async fn wait_until_ready(
 }
 
 /// Polls each order until its status is no longer `created`.
-async fn wait_until_handled(
+pub(crate) async fn wait_until_handled(
     api: &Api,
     system: &mut Child,
     placed: &mut [Placed],

@@ -61,6 +61,9 @@ pub struct Font {
     pub bold: bool,
     pub color: &'static str,
     pub anchor: Anchor,
+    /// A white outline around the glyphs, so that text written over a
+    /// line stays readable.
+    pub halo: bool,
 }
 
 impl Font {
@@ -71,7 +74,12 @@ impl Font {
             bold: false,
             color: INK,
             anchor: Anchor::Start,
+            halo: false,
         }
+    }
+
+    pub fn halo(self) -> Self {
+        Self { halo: true, ..self }
     }
 
     pub fn bold(self) -> Self {
@@ -194,13 +202,62 @@ impl Svg {
         };
         let _ = writeln!(
             self.out,
-            r#"<text x="{}" y="{}" font-size="{}" fill="{}" text-anchor="{}"{weight}>{}</text>"#,
+            r#"<text x="{}" y="{}" font-size="{}" fill="{}" text-anchor="{}"{weight}{}>{}</text>"#,
             num(x),
             num(y),
             num(font.size),
             font.color,
             font.anchor.attribute(),
+            halo(font),
             escape(text)
+        );
+    }
+
+    /// One line of text in runs of different looks (a bold name, then
+    /// regular text, then muted), each run `gap` units after the one before,
+    /// so that the browser, not an estimate, places each run after the
+    /// last. The first run's anchor and halo apply to the line.
+    pub fn text_runs(&mut self, x: f64, y: f64, gap: f64, runs: &[(Font, &str)]) {
+        let Some((first, _)) = runs.first() else {
+            return;
+        };
+        let _ = write!(
+            self.out,
+            r#"<text x="{}" y="{}" text-anchor="{}"{}>"#,
+            num(x),
+            num(y),
+            first.anchor.attribute(),
+            halo(*first)
+        );
+        for (i, (font, text)) in runs.iter().enumerate() {
+            let dx = if i == 0 {
+                String::new()
+            } else {
+                format!(r#" dx="{}""#, num(gap))
+            };
+            let weight = if font.bold {
+                r#" font-weight="bold""#
+            } else {
+                ""
+            };
+            let _ = write!(
+                self.out,
+                r#"<tspan{dx} font-size="{}" fill="{}"{weight}>{}</tspan>"#,
+                num(font.size),
+                font.color,
+                escape(text)
+            );
+        }
+        self.out.push_str("</text>\n");
+    }
+
+    /// A line through `points`, without an arrowhead.
+    pub fn polyline(&mut self, points: &[(f64, f64)], stroke: Stroke) {
+        let _ = writeln!(
+            self.out,
+            r#"<polyline points="{}" fill="none" {}/>"#,
+            points_attribute(points),
+            stroke.attributes()
         );
     }
 
@@ -217,6 +274,35 @@ impl Svg {
             self.out,
             r#"<polyline points="{}" fill="none" {} marker-end="url(#{marker})"/>"#,
             points_attribute(points),
+            stroke.attributes()
+        );
+    }
+
+    /// A cubic Bézier from `from` to `to` through the two control points,
+    /// with an arrowhead at `to` (colours as in [`Svg::arrow`]).
+    pub fn curved_arrow(
+        &mut self,
+        from: (f64, f64),
+        controls: [(f64, f64); 2],
+        to: (f64, f64),
+        stroke: Stroke,
+    ) {
+        let marker = match stroke.color {
+            ACCENT => "arrow-accent",
+            MUTED => "arrow-muted",
+            _ => "arrow",
+        };
+        let _ = writeln!(
+            self.out,
+            r#"<path d="M{},{} C{},{} {},{} {},{}" fill="none" {} marker-end="url(#{marker})"/>"#,
+            num(from.0),
+            num(from.1),
+            num(controls[0].0),
+            num(controls[0].1),
+            num(controls[1].0),
+            num(controls[1].1),
+            num(to.0),
+            num(to.1),
             stroke.attributes()
         );
     }
@@ -241,6 +327,16 @@ impl Svg {
     pub fn finish(mut self) -> String {
         self.out.push_str("</svg>\n");
         self.out
+    }
+}
+
+/// The attributes of a [`Font::halo`]: a white stroke painted under the
+/// fill.
+fn halo(font: Font) -> &'static str {
+    if font.halo {
+        r#" stroke="white" stroke-width="4" stroke-linejoin="round" paint-order="stroke""#
+    } else {
+        ""
     }
 }
 
@@ -291,6 +387,15 @@ mod tests {
         let mut svg = Svg::new(100.0, 50.0, "a <title>", "a & b");
         svg.text(1.0, 2.0, Font::new(12.0).bold(), "x < y");
         svg.arrow(&[(0.0, 0.0), (10.25, 3.0)], Stroke::solid(ACCENT, 2.0));
+        svg.text_runs(
+            1.0,
+            2.0,
+            6.0,
+            &[
+                (Font::new(12.0).bold(), "task"),
+                (Font::new(12.0), "handle"),
+            ],
+        );
         let text = svg.finish();
         let document = roxmltree::Document::parse(&text).expect("well-formed");
         let root = document.root_element();
@@ -300,6 +405,9 @@ mod tests {
         assert!(text.contains(">x &lt; y</text>"));
         assert!(text.contains(r#"points="0,0 10.3,3""#), "{text}");
         assert!(text.contains("url(#arrow-accent)"));
+        assert!(text.contains(
+            r##"<tspan font-size="12" fill="#111827" font-weight="bold">task</tspan><tspan dx="6" font-size="12" fill="#111827">handle</tspan>"##
+        ));
     }
 
     #[test]
