@@ -6,6 +6,7 @@
 //! system, ports and temporary directory, so tests run in parallel.
 
 pub mod api;
+pub mod contracts;
 pub mod exposition;
 pub mod launched;
 pub mod logs;
@@ -13,6 +14,7 @@ pub mod otlp;
 pub mod progress;
 pub mod stack;
 pub mod stuck_logic;
+pub mod subject;
 pub mod system;
 
 use std::future::Future;
@@ -25,6 +27,7 @@ pub use orders::topology::{Service, Topology};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use progress::progress_report;
 pub use stuck_logic::stuck_logic;
+pub use subject::{FINAL, Subject};
 pub use system::{System, SystemBuilder};
 
 /// How long a test waits for a condition before it fails.

@@ -9,7 +9,6 @@
 //! `final` does is in `help`, `health` and `shutdown`.
 
 mod faults;
-mod flow;
 mod health;
 mod help;
 mod launcher;
@@ -27,3 +26,12 @@ mod traces;
 /// The binary under test: package `final`'s binary, `orders-final` (see
 /// its Cargo.toml), unless `CHAPTER_BIN` names another.
 const FINAL_BIN: &str = env!("CARGO_BIN_EXE_orders-final");
+
+fn subject() -> testkit::Subject {
+    testkit::Subject::new(
+        env!("CARGO_BIN_EXE_orders-final"),
+        env!("CARGO_MANIFEST_DIR"),
+    )
+}
+
+testkit::promise_tests!(subject; 0);

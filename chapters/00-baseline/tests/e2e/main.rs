@@ -3,10 +3,18 @@
 //! one module per concern.
 
 mod faults;
-mod flow;
 mod launcher;
 mod progress;
 mod rejections;
 
 /// The binary under test: this chapter's, unless `CHAPTER_BIN` names another.
 const CHAPTER_BIN: &str = env!("CARGO_BIN_EXE_ch00-baseline");
+
+fn subject() -> testkit::Subject {
+    testkit::Subject::new(
+        env!("CARGO_BIN_EXE_ch00-baseline"),
+        env!("CARGO_MANIFEST_DIR"),
+    )
+}
+
+testkit::promise_tests!(subject; 0);

@@ -3,7 +3,6 @@
 //! one module per concern.
 
 mod faults;
-mod flow;
 mod launcher;
 mod logs;
 mod metrics;
@@ -12,3 +11,9 @@ mod rejections;
 
 /// The binary under test: this chapter's, unless `CHAPTER_BIN` names another.
 const CHAPTER_BIN: &str = env!("CARGO_BIN_EXE_ch02-logs");
+
+fn subject() -> testkit::Subject {
+    testkit::Subject::new(env!("CARGO_BIN_EXE_ch02-logs"), env!("CARGO_MANIFEST_DIR"))
+}
+
+testkit::promise_tests!(subject; 0);

@@ -3,7 +3,6 @@
 //! test binary for the whole chapter, one module per concern.
 
 mod faults;
-mod flow;
 mod launcher;
 mod logs;
 mod messaging;
@@ -15,3 +14,12 @@ mod traces;
 
 /// The binary under test: this chapter's, unless `CHAPTER_BIN` names another.
 const CHAPTER_BIN: &str = env!("CARGO_BIN_EXE_ch05-profiling");
+
+fn subject() -> testkit::Subject {
+    testkit::Subject::new(
+        env!("CARGO_BIN_EXE_ch05-profiling"),
+        env!("CARGO_MANIFEST_DIR"),
+    )
+}
+
+testkit::promise_tests!(subject; 0);

@@ -1,15 +1,12 @@
 //! The happy path, and the guarantees of the order flow.
 
+use crate::{Subject, order_body};
 use futures::future::join_all;
 use orders::pb::PushResultRequest;
 use orders::pb::gateway_callback_client::GatewayCallbackClient;
-use testkit::{System, order_body};
 
-use crate::CHAPTER_BIN;
-
-#[tokio::test(flavor = "multi_thread")]
-async fn an_order_is_created_then_completed() {
-    let system = System::start(CHAPTER_BIN).await;
+pub async fn an_order_is_created_then_completed(subject: &Subject) {
+    let system = subject.start().await;
     let order_id = system.api.place_order(&order_body("1001", "A001", 2)).await;
 
     let order = system.api.wait_until_handled(&order_id).await;
@@ -23,9 +20,8 @@ async fn an_order_is_created_then_completed() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_order_for_a_sold_out_product_fails() {
-    let system = System::start(CHAPTER_BIN).await;
+pub async fn an_order_for_a_sold_out_product_fails(subject: &Subject) {
+    let system = subject.start().await;
     let order_id = system
         .api
         .place_order(&order_body("1001", "sold-out-lamp", 1))
@@ -39,9 +35,8 @@ async fn an_order_for_a_sold_out_product_fails() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn fifty_concurrent_orders_each_complete_once() {
-    let system = System::start(CHAPTER_BIN).await;
+pub async fn fifty_concurrent_orders_each_complete_once(subject: &Subject) {
+    let system = subject.start().await;
     let bodies: Vec<_> = (0..50)
         .map(|i| order_body(&format!("user-{i}"), "A001", 1 + i % 5))
         .collect();
@@ -62,9 +57,8 @@ async fn fifty_concurrent_orders_each_complete_once() {
     assert_eq!(stream.info().await.unwrap().state.messages, 50);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_repeated_callback_changes_nothing() {
-    let system = System::start(CHAPTER_BIN).await;
+pub async fn a_repeated_callback_changes_nothing(subject: &Subject) {
+    let system = subject.start().await;
     let order_id = system.api.place_order(&order_body("1001", "A001", 1)).await;
     let first = system.api.wait_until_handled(&order_id).await;
     assert_eq!(first["status"], "completed");
