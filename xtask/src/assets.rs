@@ -7,6 +7,13 @@
 //! - `waterfall-*.svg`: one order's traces, from a real run of chapter 03
 //!   and of chapter 04 in both trace relations, drawn from the spans the
 //!   services exported ([`waterfall`], [`live::one_order`]).
+//! - `flamegraph-05-task.svg`: task's CPU as chapter 05's release build
+//!   draws it on `/debug/pprof/flamegraph`, under an open-model load
+//!   ([`live::task_flamegraph`]).
+//! - `bench-latency.svg`: the latency against offered rate of the last
+//!   `cargo xtask bench`, drawn again from its JSON result
+//!   ([`crate::bench::chart_from_result`]); without a result it is left as
+//!   it is, since a bench takes minutes.
 
 mod architecture;
 mod draw;
@@ -14,6 +21,8 @@ mod live;
 mod waterfall;
 
 use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 
 /// Where the pictures go, inside the book's sources.
 pub const ASSETS_DIR: &str = "book/assets";
@@ -25,6 +34,10 @@ pub enum Kind {
     Architecture,
     /// One order's traces in chapters 03 and 04 (runs both, debug builds).
     Waterfalls,
+    /// Chapter 05's flame graph of task under load (a release build).
+    Flamegraph,
+    /// The bench's latency plot, from bench/results/bench-latest.json.
+    Bench,
 }
 
 #[derive(clap::Args, Debug)]
@@ -54,7 +67,67 @@ pub async fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     if args.wants(Kind::Waterfalls) {
         waterfalls(root, &dir).await?;
     }
+    if args.wants(Kind::Flamegraph) {
+        flamegraph(root, &dir).await?;
+    }
+    if args.wants(Kind::Bench) {
+        bench_plot(root, &dir)?;
+    }
     Ok(())
+}
+
+/// The flame graph's run: chapter 05 in release mode (profile what you
+/// ship), at the bench's fixed rate, task sampled for 20 s (at 99 samples
+/// per CPU-second, a few hundred samples).
+const FLAMEGRAPH: live::FlameGraphRun = live::FlameGraphRun {
+    rate: 300.0,
+    seconds: 20,
+};
+const FLAMEGRAPH_FILE: &str = "flamegraph-05-task.svg";
+
+/// Builds chapter 05 in release mode, loads it and keeps task's flame graph.
+async fn flamegraph(root: &Path, dir: &Path) -> anyhow::Result<()> {
+    let package = "ch05-profiling";
+    let nats_server = crate::provision::nats_server()?;
+    let binary = crate::launch::build(root, &[package], true)?.remove(0);
+    println!(
+        "[book-assets] {package} (release) at {}/s, task profiled for {} s, for {FLAMEGRAPH_FILE}",
+        FLAMEGRAPH.rate, FLAMEGRAPH.seconds
+    );
+    let log = crate::target_dir(root)
+        .join("book-assets")
+        .join(format!("{package}.log"));
+    let svg = live::task_flamegraph(package, &binary, &nats_server, &log, FLAMEGRAPH).await?;
+    let text = String::from_utf8(svg).context("the flame graph is not UTF-8 text")?;
+    anyhow::ensure!(
+        text.contains("<svg") && text.contains("plan_packing"),
+        "task's flame graph is not an SVG naming plan_packing"
+    );
+    write(root, &dir.join(FLAMEGRAPH_FILE), &text)
+}
+
+/// Where `cargo xtask bench` leaves its last result.
+const BENCH_RESULT: &str = "bench/results/bench-latest.json";
+const BENCH_FILE: &str = "bench-latency.svg";
+
+/// Draws the bench's latency plot again from its last result, if there is
+/// one; says so and keeps the committed plot if there is none.
+fn bench_plot(root: &Path, dir: &Path) -> anyhow::Result<()> {
+    let path = root.join(BENCH_RESULT);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        println!(
+            "[book-assets] no {BENCH_RESULT}: {BENCH_FILE} is left as it is (run `cargo xtask bench` first to draw it again)"
+        );
+        return Ok(());
+    };
+    let result: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    println!(
+        "[book-assets] the bench's plot from {BENCH_RESULT} ({})",
+        result["command"].as_str().unwrap_or("?")
+    );
+    let svg = crate::bench::chart_from_result(&result)?;
+    write(root, &dir.join(BENCH_FILE), &svg)
 }
 
 /// A waterfall picture made from a real run: which chapter, with which

@@ -468,7 +468,8 @@ impl Bench {
     }
 }
 
-fn target(system: &System) -> Target {
+/// The load's target: the gateway of `system`, with the bench's products.
+pub(crate) fn target(system: &System) -> Target {
     Target {
         orders_url: format!("http://{}/orders", system.topology.gateway_http),
         authorization: format!("Bearer {}", launch::api_token()),
@@ -1013,30 +1014,17 @@ impl Results<'_> {
     }
 
     fn svg(&self) -> String {
-        let colors = ["#1f77b4", "#ff7f0e"];
-        let mut series = Vec::new();
-        for (i, name) in self.names.iter().enumerate() {
-            for (q, dashed) in [("p50", true), ("p99", false)] {
-                let mut points: Vec<(f64, f64)> = self.steps[i]
-                    .iter()
-                    .filter_map(|run| {
-                        let p = run.report.http()?;
-                        Some((run.rate, if q == "p50" { p.p50 } else { p.p99 }))
-                    })
-                    .collect();
-                points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                series.push(svg::Series {
-                    name: format!("{name} {q}"),
-                    color: colors[i],
-                    dashed,
-                    points,
-                });
-            }
-        }
-        svg::latency_chart(
-            "POST /orders latency against offered rate",
-            &series,
-            MAX_P99_MS,
+        let points = |runs: &[Run]| {
+            runs.iter()
+                .filter_map(|run| {
+                    let p = run.report.http()?;
+                    Some((run.rate, p.p50, p.p99))
+                })
+                .collect::<Vec<_>>()
+        };
+        saturation_chart(
+            &self.names,
+            [points(&self.steps[0]), points(&self.steps[1])],
         )
     }
 
@@ -1103,6 +1091,70 @@ impl Results<'_> {
             })).collect::<Vec<_>>()),
         })
     }
+}
+
+/// The chart of a saturation search: for each of the two systems
+/// (`names`: baseline, full), the HTTP p50 (dashed) and p99 against the
+/// offered rate, from its `(rate per second, p50 ms, p99 ms)` steps; the
+/// p99 limit as a line.
+fn saturation_chart(names: &[String; 2], steps: [Vec<(f64, f64, f64)>; 2]) -> String {
+    let colors = ["#1f77b4", "#ff7f0e"];
+    let mut series = Vec::new();
+    for (i, (name, steps)) in names.iter().zip(steps).enumerate() {
+        for (q, dashed) in [("p50", true), ("p99", false)] {
+            let mut points: Vec<(f64, f64)> = steps
+                .iter()
+                .map(|&(rate, p50, p99)| (rate, if q == "p50" { p50 } else { p99 }))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            series.push(svg::Series {
+                name: format!("{name} {q}"),
+                color: colors[i],
+                dashed,
+                points,
+            });
+        }
+    }
+    svg::latency_chart(
+        "POST /orders latency against offered rate",
+        &series,
+        MAX_P99_MS,
+    )
+}
+
+/// The latency chart of a bench result as `cargo xtask bench` wrote it
+/// (`bench/results/bench-*.json`), drawn again: the same picture as the
+/// run's `bench-*.svg`, from the saturation steps it recorded.
+///
+/// Errors: the JSON is not a bench result with saturation steps of two
+/// systems.
+pub fn chart_from_result(result: &Value) -> anyhow::Result<String> {
+    ensure!(result["kind"] == "bench", "not a bench result");
+    let runs = result["saturation"]["runs"]
+        .as_array()
+        .context("the result has no saturation runs (was it run with --no-saturation?)")?;
+    let mut names: Vec<String> = Vec::new();
+    let mut steps: [Vec<(f64, f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for run in runs {
+        let package = run["package"].as_str().context("a run without a package")?;
+        if !names.iter().any(|name| name == package) {
+            names.push(package.to_owned());
+        }
+        let i = names.iter().position(|name| name == package).unwrap();
+        ensure!(i < 2, "more than two systems in the result");
+        let http = &run["load"]["http_ms"];
+        if let (Some(rate), Some(p50), Some(p99)) = (
+            run["rate"].as_f64(),
+            http["p50"].as_f64(),
+            http["p99"].as_f64(),
+        ) {
+            steps[i].push((rate, p50, p99));
+        }
+    }
+    let names: [String; 2] = names.try_into().map_err(|names: Vec<String>| {
+        anyhow::anyhow!("{} systems in the result, not two", names.len())
+    })?;
+    Ok(saturation_chart(&names, steps))
 }
 
 /// In a debug build (what `cargo xtask` runs) the load generator itself
@@ -1200,6 +1252,29 @@ mod tests {
             run(550.0, 5500, 0, 120),
         ];
         assert_eq!(saturation(&refined), (Some(500.0), true));
+    }
+
+    #[test]
+    fn the_chart_of_a_result_is_drawn_from_its_saturation_steps() {
+        let step = |package: &str, rate: f64, p50: f64, p99: f64| json!({"package": package, "rate": rate, "load": {"http_ms": {"p50": p50, "p99": p99}}});
+        let result = json!({"kind": "bench", "saturation": {"runs": [
+            step("ch00", 400.0, 2.0, 5.0),
+            step("ch00", 200.0, 1.0, 3.0),
+            step("final", 200.0, 1.5, 4.0),
+        ]}});
+        let names = ["ch00".to_owned(), "final".to_owned()];
+        let steps = [
+            vec![(400.0, 2.0, 5.0), (200.0, 1.0, 3.0)],
+            vec![(200.0, 1.5, 4.0)],
+        ];
+        assert_eq!(
+            chart_from_result(&result).unwrap(),
+            saturation_chart(&names, steps)
+        );
+        assert!(chart_from_result(&json!({"kind": "load"})).is_err());
+        let one_system =
+            json!({"kind": "bench", "saturation": {"runs": [step("ch00", 200.0, 1.0, 3.0)]}});
+        assert!(chart_from_result(&one_system).is_err());
     }
 
     #[test]

@@ -1,18 +1,24 @@
 //! The pictures that need the system running: the waterfalls of one
 //! order's traces (chapters 03 and 04, from the spans the services
-//! exported).
+//! exported) and chapter 05's flame graph of task under load.
 //!
-//! They reuse the demo's way of running a system: its start, orders and
-//! stop ([`crate::demo`]), with an OTLP receiver that keeps the spans.
+//! They reuse the demo's and the bench's ways of running a system: the
+//! demo's start, orders and stop ([`crate::demo`]) with an OTLP receiver
+//! that keeps the spans, and the launcher of `load`/`bench`
+//! ([`crate::launch::System`]) with the open-model load of
+//! [`crate::load`].
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use orders::topology::Topology;
+use orders::topology::{Service, Topology};
 use testkit::{Api, OtlpReceiver, ReceivedSpan};
 
 use crate::demo;
-use crate::launch;
+use crate::launch::{self, Output, System};
+use crate::load::schedule::Schedule;
+use crate::load::{Options, run_schedule};
 
 use super::waterfall::text_attribute;
 
@@ -105,4 +111,68 @@ pub async fn one_order(
         spans,
         traces,
     })
+}
+
+/// How the flame graph is made: the chapter's release build loaded at
+/// `rate` orders per second while task's CPU is sampled for `seconds`.
+#[derive(Debug, Clone, Copy)]
+pub struct FlameGraphRun {
+    pub rate: f64,
+    pub seconds: u64,
+}
+
+/// A flame graph of task's CPU (the SVG the service draws, from
+/// `/debug/pprof/flamegraph?seconds=N` on its admin port), taken while
+/// `package`'s release `binary` takes an open-model load. The system's
+/// logs go to `log`.
+///
+/// Errors: the system does not start, the load fails, or task serves no
+/// flame graph.
+pub async fn task_flamegraph(
+    package: &str,
+    binary: &Path,
+    nats_server: &Path,
+    log: &Path,
+    run: FlameGraphRun,
+) -> anyhow::Result<Vec<u8>> {
+    let system = System::start(package, binary, nats_server, Output::File(log.to_owned())).await?;
+    let outcome = async {
+        let target = crate::bench::target(&system);
+        let mut warm = Options::new("warm-up");
+        warm.progress = false;
+        warm.e2e_samples = 0.0;
+        run_schedule(
+            &Schedule::fixed(100.0, Duration::from_secs(2)),
+            &target,
+            &warm,
+        )
+        .await?;
+        // The load outlasts the sampling by a second at each end.
+        let schedule = Schedule::fixed(run.rate, Duration::from_secs(run.seconds + 2));
+        let options = Options::new(format!("{package} under load, task profiled"));
+        let load = run_schedule(&schedule, &target, &options);
+        let sample = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            system
+                .admin_get(
+                    Service::Task,
+                    &format!("/debug/pprof/flamegraph?seconds={}", run.seconds),
+                    Duration::from_secs(run.seconds + 30),
+                )
+                .await
+        };
+        let (report, svg) = tokio::join!(load, sample);
+        let report = report?;
+        println!(
+            "[book-assets] load: {:.0} orders/s accepted, {} errors",
+            report.achieved_rate(),
+            report.error_total()
+        );
+        svg
+    }
+    .await;
+    let stopped = system.stop().await;
+    let svg = outcome?;
+    stopped?;
+    Ok(svg)
 }
