@@ -8,16 +8,12 @@
 //! binaries and compares the two, so that the two cannot drift. What only
 //! `final` does is in `help`, `health` and `shutdown`.
 
-mod faults;
 mod health;
 mod help;
-mod launcher;
 mod logs;
 mod messaging;
 mod metrics;
 mod profiling;
-mod progress;
-mod rejections;
 mod same_as_chapter_05;
 mod shutdown;
 mod stack;

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use testkit::system::CHAPTER_BIN_ENV;
 
-use crate::{FINAL_BIN, logs, messaging, metrics, progress, traces};
+use crate::{FINAL_BIN, logs, messaging, metrics, traces};
 
 /// The sources chapter 05's binary is built from.
 const CHAPTER_05_SOURCES: &[&str] = &[
@@ -85,20 +85,6 @@ fn assert_same(what: &str, ours: &str, chapter_05: &str) {
         .header("chapter 05", "final")
         .to_string();
     panic!("{what} of final differs from chapter 05's:\n{diff}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_progress_report_is_chapter_05s() {
-    let chapter_05 = chapter_05();
-    let (ours, theirs) = tokio::join!(
-        progress::progress_for_one_order(FINAL_BIN),
-        progress::progress_for_one_order(&chapter_05),
-    );
-    assert_same("the progress report", &ours, &theirs);
-    // Equal, and complete: every pillar, for every service.
-    assert!(ours.starts_with("order handled: completed\n"), "{ours}");
-    assert!(!ours.contains(": no"), "{ours}");
-    assert!(ours.contains("gateway + logic + task"), "{ours}");
 }
 
 /// The span tree of one order, of a `GET` that finds nothing, and of a

@@ -2,11 +2,7 @@
 //! real HTTP and gRPC on loopback. One test binary for the whole chapter,
 //! one module per concern.
 
-mod faults;
-mod launcher;
 mod metrics;
-mod progress;
-mod rejections;
 
 /// The binary under test: this chapter's, unless `CHAPTER_BIN` names another.
 const CHAPTER_BIN: &str = env!("CARGO_BIN_EXE_ch01-metrics");

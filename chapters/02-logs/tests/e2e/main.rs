@@ -2,12 +2,8 @@
 //! real HTTP and gRPC on loopback. One test binary for the whole chapter,
 //! one module per concern.
 
-mod faults;
-mod launcher;
 mod logs;
 mod metrics;
-mod progress;
-mod rejections;
 
 /// The binary under test: this chapter's, unless `CHAPTER_BIN` names another.
 const CHAPTER_BIN: &str = env!("CARGO_BIN_EXE_ch02-logs");

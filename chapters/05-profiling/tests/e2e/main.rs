@@ -2,14 +2,10 @@
 //! real HTTP and gRPC on loopback, a real OTLP receiver for the spans. One
 //! test binary for the whole chapter, one module per concern.
 
-mod faults;
-mod launcher;
 mod logs;
 mod messaging;
 mod metrics;
 mod profiling;
-mod progress;
-mod rejections;
 mod traces;
 
 /// The binary under test: this chapter's, unless `CHAPTER_BIN` names another.

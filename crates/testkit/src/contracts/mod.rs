@@ -11,7 +11,11 @@
 //! check NN` runs them one by one against a learner's build. Contracts judge
 //! what the services do, never the crate's name or its module paths.
 
+pub mod faults;
 pub mod flow;
+pub mod launcher;
+pub mod progress;
+pub mod rejections;
 
 /// One promise of a chapter, as `cargo xtask check` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,5 +31,59 @@ define_promises! { $
                 section: "00-baseline.md#logic-store-first-then-publish",
             }
         }
+        rejections {
+            rejected_requests_get_a_json_error_and_leave_no_trace {
+                claim: "every bad request gets its status and a JSON error, and nothing is stored \
+                    or published",
+                diagnosis: "a check runs after the order is stored or published, or a refusal has \
+                    the wrong status (400 for bad JSON, 422 for bad fields, 401, 413) or no JSON \
+                    error body",
+                section: "00-baseline.md#validation-and-error-statuses",
+            }
+        }
+        faults {
+            gateway_answers_503_when_logic_is_down {
+                claim: "with logic down, the gateway answers 503 at once",
+                diagnosis: "a refused connection is retried until the deadline, or its gRPC status \
+                    Unavailable is answered as 500 or 504",
+                section: "00-baseline.md#validation-and-error-statuses",
+            }
+            gateway_answers_504_when_logic_is_slower_than_the_deadline {
+                claim: "with logic stuck, the gateway answers 504 when its deadline expires",
+                diagnosis: "the call to logic has no deadline, or DeadlineExceeded is answered as \
+                    something else than 504",
+                section: "00-baseline.md#validation-and-error-statuses",
+            }
+            no_accepted_order_is_lost_while_nats_restarts {
+                claim: "every order accepted while NATS restarts is completed",
+                diagnosis: "logic publishes before it stores, or nothing republishes an order whose \
+                    publish failed: the outbox sweep is missing or never sets the published flag",
+                section: "00-baseline.md#logic-store-first-then-publish",
+            }
+            orders_survive_task_crashing_with_unacked_messages {
+                claim: "orders survive task crashing while it holds unacked messages",
+                diagnosis: "task acks a message before the gateway confirmed the callback, so a \
+                    crash loses the order",
+                section: "00-baseline.md#task-at-least-once-handling",
+            }
+        }
+        launcher {
+            all_runs_the_system_and_sigterm_stops_every_process {
+                claim: "`all` starts everything, its banner says how to use each pillar so far, \
+                    and SIGTERM stops every process it started",
+                diagnosis: "a banner line of the chapter's lesson is missing (the scrape URLs, jq, \
+                    the OTLP endpoint, TRACE_RELATION), a log line goes to stdout that is not \
+                    JSON, or a child outlives the launcher",
+                section: "00-baseline.md#the-process-model",
+            }
+        }
+        progress {
+            progress_for_one_order {
+                claim: "the progress report of one order shows the pillars of the chapter",
+                diagnosis: "a pillar of this chapter or an earlier one is missing for a service: \
+                    see which row says no, and the promises of that lesson above",
+                section: "introduction.md#progress",
+            }
+        }
     }
 }

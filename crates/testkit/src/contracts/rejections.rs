@@ -3,12 +3,10 @@
 
 use std::time::Duration;
 
+use crate::{Api, Subject, order_body};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use testkit::{Api, System, order_body};
-
-use crate::CHAPTER_BIN;
 
 /// One bad request and the status it must get.
 struct Case {
@@ -180,9 +178,8 @@ const CASES: &[Case] = &[
     },
 ];
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rejected_requests_get_a_json_error_and_leave_no_trace() {
-    let system = System::start(CHAPTER_BIN).await;
+pub async fn rejected_requests_get_a_json_error_and_leave_no_trace(subject: &Subject) {
+    let system = subject.start().await;
     let nats = system.nats_client().await;
     let mut published = nats.subscribe(orders::queue::ORDERS_CREATED).await.unwrap();
     nats.flush().await.unwrap();

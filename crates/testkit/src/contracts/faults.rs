@@ -2,20 +2,17 @@
 
 use std::time::{Duration, Instant};
 
+use crate::{DEADLINE, Service, Subject, order_body, wait_for};
 use async_nats::jetstream::consumer::PullConsumer;
 use futures::future::join_all;
 use reqwest::StatusCode;
-use testkit::{DEADLINE, Service, System, order_body, wait_for};
-
-use crate::CHAPTER_BIN;
 
 /// task crashes while it holds messages it has not acked. To make sure it
 /// holds some, the gateway is down: every callback fails, so task keeps
 /// retrying messages that JetStream counts as delivered and unacked. Had
 /// task acked before its callback succeeded, those orders would be lost.
-#[tokio::test(flavor = "multi_thread")]
-async fn orders_survive_task_crashing_with_unacked_messages() {
-    let mut system = System::start(CHAPTER_BIN).await;
+pub async fn orders_survive_task_crashing_with_unacked_messages(subject: &Subject) {
+    let mut system = subject.start().await;
     system.kill(Service::Task).await;
     let bodies: Vec<_> = (0..30)
         .map(|i| order_body(&format!("u{i}"), "A001", 10))
@@ -47,9 +44,8 @@ async fn orders_survive_task_crashing_with_unacked_messages() {
 /// Orders placed while NATS is down are stored and answered; logic then
 /// crashes, losing whatever its NATS client had buffered, so only the
 /// outbox in SQLite can still bring those orders to task.
-#[tokio::test(flavor = "multi_thread")]
-async fn no_accepted_order_is_lost_while_nats_restarts() {
-    let mut system = System::start(CHAPTER_BIN).await;
+pub async fn no_accepted_order_is_lost_while_nats_restarts(subject: &Subject) {
+    let mut system = subject.start().await;
     let before = system.api.place_order(&order_body("1001", "A001", 1)).await;
     system.api.wait_until_handled(&before).await;
 
@@ -81,9 +77,9 @@ async fn no_accepted_order_is_lost_while_nats_restarts() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn gateway_answers_503_when_logic_is_down() {
-    let mut system = System::builder(CHAPTER_BIN)
+pub async fn gateway_answers_503_when_logic_is_down(subject: &Subject) {
+    let mut system = subject
+        .system()
         .arg(Service::Gateway, "--logic-timeout-ms=2000")
         .start()
         .await;
@@ -104,10 +100,10 @@ async fn gateway_answers_503_when_logic_is_down() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn gateway_answers_504_when_logic_is_slower_than_the_deadline() {
-    let stuck = testkit::stuck_logic().await;
-    let system = System::builder(CHAPTER_BIN)
+pub async fn gateway_answers_504_when_logic_is_slower_than_the_deadline(subject: &Subject) {
+    let stuck = crate::stuck_logic().await;
+    let system = subject
+        .system()
         .only(&[Service::Gateway])
         .logic_url(stuck)
         .arg(Service::Gateway, "--logic-timeout-ms=300")
