@@ -1,5 +1,9 @@
 //! `cargo xtask book-assets`: every picture of the book, generated into
-//! `book/assets/` (the SVG files are committed).
+//! `book/assets/` (the SVG files are committed). One command makes them
+//! all, the ones that need a running system too: it builds and runs
+//! chapters 03 and 04 (debug) and 05 (release) itself, each on free ports
+//! with its own nats-server, as `cargo xtask demo` does. `--only` makes a
+//! part of them.
 //!
 //! - `architecture-*.svg`: the system, once per chapter with that
 //!   chapter's layer marked, drawn from code ([`architecture`]); a test
@@ -57,6 +61,7 @@ impl Args {
 /// `cargo xtask book-assets`. Errors: a picture could not be made or
 /// written; the pictures already written stay.
 pub async fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let dir = root.join(ASSETS_DIR);
     std::fs::create_dir_all(&dir)?;
     if args.wants(Kind::Architecture) {
@@ -73,6 +78,10 @@ pub async fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     if args.wants(Kind::Bench) {
         bench_plot(root, &dir)?;
     }
+    println!(
+        "[book-assets] done in {:.0} s; `git diff --stat {ASSETS_DIR}` shows what changed",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
