@@ -12,7 +12,6 @@ mod health;
 mod help;
 mod logs;
 mod messaging;
-mod metrics;
 mod profiling;
 mod same_as_chapter_05;
 mod shutdown;
@@ -30,4 +29,4 @@ fn subject() -> testkit::Subject {
     )
 }
 
-testkit::promise_tests!(subject; 0);
+testkit::promise_tests!(subject; 0 1);

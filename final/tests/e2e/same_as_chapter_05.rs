@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use testkit::system::CHAPTER_BIN_ENV;
 
-use crate::{FINAL_BIN, logs, messaging, metrics, traces};
+use crate::{FINAL_BIN, logs, messaging, traces};
 
 /// The sources chapter 05's binary is built from.
 const CHAPTER_05_SOURCES: &[&str] = &[
@@ -134,16 +134,4 @@ async fn the_log_lines_of_one_order_are_chapter_05s() {
         logs::one_order_in_the_logs_of_each_service(&chapter_05),
     );
     assert_same("the log lines of one order", &ours, &theirs);
-}
-
-/// Every metric family of every service: name, type, labels and help.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_metric_families_are_chapter_05s() {
-    let chapter_05 = chapter_05();
-    let (ours, theirs) = tokio::join!(
-        metrics::each_service_serves_its_metric_families(FINAL_BIN),
-        metrics::each_service_serves_its_metric_families(&chapter_05),
-    );
-    assert_same("the metric families", &ours, &theirs);
-    assert!(ours.contains("http_requests_total counter"), "{ours}");
 }

@@ -3,7 +3,6 @@
 //! one module per concern.
 
 mod logs;
-mod metrics;
 
 /// The binary under test: this chapter's, unless `CHAPTER_BIN` names another.
 const CHAPTER_BIN: &str = env!("CARGO_BIN_EXE_ch02-logs");
@@ -12,4 +11,4 @@ fn subject() -> testkit::Subject {
     testkit::Subject::new(env!("CARGO_BIN_EXE_ch02-logs"), env!("CARGO_MANIFEST_DIR"))
 }
 
-testkit::promise_tests!(subject; 0);
+testkit::promise_tests!(subject; 0 1);

@@ -3,7 +3,6 @@
 //! test binary for the whole chapter, one module per concern.
 
 mod logs;
-mod metrics;
 mod traces;
 
 /// The binary under test: this chapter's, unless `CHAPTER_BIN` names another.
@@ -16,4 +15,4 @@ fn subject() -> testkit::Subject {
     )
 }
 
-testkit::promise_tests!(subject; 0);
+testkit::promise_tests!(subject; 0 1);

@@ -4,7 +4,6 @@
 
 mod logs;
 mod messaging;
-mod metrics;
 mod traces;
 
 /// The binary under test: this chapter's, unless `CHAPTER_BIN` names another.
@@ -17,4 +16,4 @@ fn subject() -> testkit::Subject {
     )
 }
 
-testkit::promise_tests!(subject; 0);
+testkit::promise_tests!(subject; 0 1);

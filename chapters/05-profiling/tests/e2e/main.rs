@@ -4,7 +4,6 @@
 
 mod logs;
 mod messaging;
-mod metrics;
 mod profiling;
 mod traces;
 
@@ -18,4 +17,4 @@ fn subject() -> testkit::Subject {
     )
 }
 
-testkit::promise_tests!(subject; 0);
+testkit::promise_tests!(subject; 0 1);

@@ -86,4 +86,42 @@ define_promises! { $
             }
         }
     }
+    1 {
+        metrics {
+            each_service_serves_its_metric_families {
+                claim: "each service serves /metrics on its admin port, as Prometheus text, with \
+                    the families the dashboards read",
+                diagnosis: "no /metrics on the admin port, not Prometheus text, or a family \
+                    missing, renamed or with other labels: a metric not registered in the \
+                    registry that /metrics serves, or not touched yet",
+                section: "01-metrics.md#what-each-service-shows",
+            }
+            counts_match_what_the_system_did {
+                claim: "every counter and histogram counts exactly what the system did",
+                diagnosis: "a count in the wrong place or made twice (a retry, a duplicate \
+                    callback counted as completed), a series not created at zero, or a \
+                    histogram observed under other labels than its counter",
+                section: "01-metrics.md#the-families",
+            }
+            unknown_paths_and_methods_add_no_series {
+                claim: "requests to unknown paths, methods and gRPC services add no series",
+                diagnosis: "a label built from the raw path or method, so series grow with every \
+                    random path a client sends: label with the matched route template, and \
+                    `unmatched` or `other` for the rest",
+                section: "01-metrics.md#pitfalls",
+            }
+            a_call_to_a_logic_that_is_down_counts_as_unavailable {
+                claim: "a call to a logic that is down counts as Unavailable, its request as 503",
+                diagnosis: "the client call is counted only when logic answers: a refused \
+                    connection is not counted, or under another code",
+                section: "01-metrics.md#grpc-clients",
+            }
+            a_call_past_the_deadline_counts_as_deadline_exceeded {
+                claim: "a call past its deadline counts as DeadlineExceeded, its request as 504",
+                diagnosis: "the call's future is dropped at the deadline before it records \
+                    anything: record in a Drop guard, as grpc_client does",
+                section: "01-metrics.md#grpc-clients",
+            }
+        }
+    }
 }

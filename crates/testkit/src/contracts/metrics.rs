@@ -4,15 +4,13 @@
 
 use std::fmt::Write;
 
+use crate::{DEADLINE, Service, Subject, System, order_body, wait_for};
 use futures::StreamExt;
 use orders::pb::gateway_callback_client::GatewayCallbackClient;
 use orders::pb::order_service_client::OrderServiceClient;
 use orders::pb::{self, Outcome, PushResultRequest};
 use prom_text_format_parser::{Metric, Scrape, Type, ValueType};
 use reqwest::{Method, StatusCode, header};
-use testkit::{DEADLINE, Service, System, order_body, wait_for};
-
-use crate::CHAPTER_BIN;
 
 /// What Prometheus is told the body is.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
@@ -118,9 +116,8 @@ fn labels(family: &Metric) -> String {
 }
 
 // ANCHOR: families
-#[tokio::test(flavor = "multi_thread")]
-async fn each_service_serves_its_metric_families() {
-    let system = System::start(CHAPTER_BIN).await;
+pub async fn each_service_serves_its_metric_families(subject: &Subject) {
+    let system = subject.start().await;
     let order_id = system.api.place_order(&order_body("1001", "A001", 1)).await;
     system.api.wait_until_handled(&order_id).await;
     // task acks after the gateway has the result: wait for that too, so
@@ -134,19 +131,21 @@ async fn each_service_serves_its_metric_families() {
     let gateway = scrape(&system, Service::Gateway).await;
     let logic = scrape(&system, Service::Logic).await;
     let task = scrape(&system, Service::Task).await;
-    insta::assert_snapshot!("gateway_families", families(&gateway));
-    insta::assert_snapshot!("logic_families", families(&logic));
-    insta::assert_snapshot!("task_families", families(&task));
+    // The same families since chapter 01: its snapshots hold them.
+    for (name, scrape) in [("gateway", gateway), ("logic", logic), ("task", task)] {
+        let snapshot = format!("e2e__metrics__{name}_families");
+        subject.assert_snapshot(&snapshot, &[1], &families(&scrape));
+    }
 }
 // ANCHOR_END: families
 
 // ANCHOR: counts
-#[tokio::test(flavor = "multi_thread")]
-async fn counts_match_what_the_system_did() {
+pub async fn counts_match_what_the_system_did(subject: &Subject) {
     const N: usize = 5; // as in the expected values below
     // A slow machine could make the outbox sweep republish an order whose
     // published flag is not saved yet; that is right, but not countable.
-    let system = System::builder(CHAPTER_BIN)
+    let system = subject
+        .system()
         .arg(Service::Logic, "--outbox-interval-ms=600000")
         .start()
         .await;
@@ -159,7 +158,7 @@ async fn counts_match_what_the_system_did() {
     }
     // Refused by the gateway: two without a token, one with a bad quantity.
     for _ in 0..2 {
-        let (status, _) = testkit::Api::send(
+        let (status, _) = crate::Api::send(
             system
                 .api
                 .unauthenticated(Method::POST, "/orders")
@@ -256,12 +255,8 @@ async fn counts_match_what_the_system_did() {
 // ANCHOR_END: counts
 
 // ANCHOR: cardinality
-#[tokio::test(flavor = "multi_thread")]
-async fn unknown_paths_and_methods_add_no_series() {
-    let system = System::builder(CHAPTER_BIN)
-        .only(&[Service::Gateway])
-        .start()
-        .await;
+pub async fn unknown_paths_and_methods_add_no_series(subject: &Subject) {
+    let system = subject.system().only(&[Service::Gateway]).start().await;
     let http = reqwest::Client::new();
     let base = &system.api.base;
     let unknown = |i: usize| {
@@ -329,13 +324,13 @@ async fn unknown_paths_and_methods_add_no_series() {
 // ANCHOR_END: cardinality
 
 // ANCHOR: client_codes
-#[tokio::test(flavor = "multi_thread")]
-async fn a_call_to_a_logic_that_is_down_counts_as_unavailable() {
+pub async fn a_call_to_a_logic_that_is_down_counts_as_unavailable(subject: &Subject) {
     // A port bound by a socket that never listens: connecting is refused,
     // and no other test can start a server on it meanwhile.
     let closed = tokio::net::TcpSocket::new_v4().unwrap();
     closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let system = System::builder(CHAPTER_BIN)
+    let system = subject
+        .system()
         .only(&[Service::Gateway])
         .logic_url(format!("http://{}", closed.local_addr().unwrap()))
         .start()
@@ -349,10 +344,10 @@ async fn a_call_to_a_logic_that_is_down_counts_as_unavailable() {
     assert_eq!(sum(&gateway, r#"http_requests_total{status="503"}"#), 1.0);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_call_past_the_deadline_counts_as_deadline_exceeded() {
-    let stuck = testkit::stuck_logic().await;
-    let system = System::builder(CHAPTER_BIN)
+pub async fn a_call_past_the_deadline_counts_as_deadline_exceeded(subject: &Subject) {
+    let stuck = crate::stuck_logic().await;
+    let system = subject
+        .system()
         .only(&[Service::Gateway])
         .logic_url(stuck)
         .arg(Service::Gateway, "--logic-timeout-ms=300")
