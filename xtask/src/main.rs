@@ -7,6 +7,8 @@
 //!   lints, every test and the book, with a summary at the end.
 //! - `cargo xtask diffs` writes each chapter's diff against the one before
 //!   into the book, and the tests' snapshots as the book shows them.
+//! - `cargo xtask learn NN` starts chapter NN's exercise in `workshop/`,
+//!   and `cargo xtask check NN` holds it to the chapter's promises.
 //! - `cargo xtask load` puts an open-model load on the gateway and reports
 //!   its latency without coordinated omission.
 //! - `cargo xtask bench` compares chapter 00 with the full system: CPU and
@@ -21,9 +23,11 @@
 mod assets;
 mod bench;
 mod browser;
+mod check;
 mod demo;
 mod diffs;
 mod launch;
+mod learn;
 #[cfg(test)]
 mod listings;
 mod load;
@@ -54,6 +58,10 @@ enum Command {
     /// Write each chapter's diff against the previous one into book/diffs/,
     /// and the tests' snapshots, fitted to the page, into book/outputs/.
     Diffs,
+    /// Start chapter NN's exercise: your copy in workshop/, and what to do.
+    Learn(learn::Args),
+    /// Check your copy of chapter NN (or --bin) against the chapter's promises.
+    Check(check::Args),
     /// Put an open-model load on the gateway (the k6 script's LOAD_* profiles).
     Load(load::Args),
     /// Compare chapter 00 with the full system under the same load.
@@ -83,6 +91,21 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("[diffs] error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Learn(args) => match learn::run(&root, &args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("[learn] error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Check(args) => match check::run(&root, &args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("[check] error: {e:#}");
                 ExitCode::FAILURE
             }
         },
