@@ -76,6 +76,33 @@ pub fn trace_of(lines: &[LogLine], anchor: impl Fn(&LogLine) -> bool) -> Vec<&Lo
         .collect()
 }
 
+/// The lines written in the span of the first line `anchor` matches, in
+/// the order they were written: one unit of work, where [`trace_of`] gives
+/// every unit of its trace.
+pub fn span_of(lines: &[LogLine], anchor: impl Fn(&LogLine) -> bool) -> Vec<&LogLine> {
+    let Some(span_id) = lines
+        .iter()
+        .find(|line| anchor(line))
+        .and_then(|line| str_field(line, "span_id"))
+    else {
+        return Vec::new();
+    };
+    lines
+        .iter()
+        .filter(|line| str_field(line, "span_id") == Some(span_id))
+        .collect()
+}
+
+/// The crate of the services' own code: the first path segment of the
+/// `target` of the first line about an order (no library writes an
+/// `order_id`). Tests compare targets with it, never with a crate name,
+/// so that the chapter's package may be called anything.
+pub fn own_crate(lines: &[LogLine]) -> Option<&str> {
+    let line = lines.iter().find(|line| line.contains_key("order_id"))?;
+    let target = str_field(line, "target")?;
+    target.split("::").next()
+}
+
 /// Renders log lines for a snapshot, with what differs between runs
 /// replaced:
 ///
@@ -85,7 +112,9 @@ pub fn trace_of(lines: &[LogLine], anchor: impl Fn(&LogLine) -> bool) -> Vec<&Lo
 ///   snapshot still shows which lines share an id; a known id inside any
 ///   other string is replaced too;
 /// - the value of a key containing `latency` or `duration` becomes
-///   `[duration]`.
+///   `[duration]`;
+/// - with [`with_crate`](Self::with_crate), a `target` in that crate
+///   starts with `[crate]` instead, as in `[crate]::gateway`.
 ///
 /// A line is written as compact JSON: the line keys first, in the services'
 /// order, then the other fields sorted by name.
@@ -93,11 +122,18 @@ pub fn trace_of(lines: &[LogLine], anchor: impl Fn(&LogLine) -> bool) -> Vec<&Lo
 pub struct Redactor {
     ids: HashMap<String, String>,
     counts: HashMap<&'static str, usize>,
+    own_crate: Option<String>,
 }
 
 impl Redactor {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Redacts the crate `name` in targets: see [`own_crate`].
+    pub fn with_crate(mut self, name: &str) -> Self {
+        self.own_crate = Some(name.to_owned());
+        self
     }
 
     /// The placeholder of `value`, an id of `kind` (`trace`, `span`,
@@ -162,8 +198,18 @@ impl Redactor {
             return Value::from("[duration]");
         }
         match value {
+            Value::String(text) if key == "target" => Value::from(self.target(text)),
             Value::String(text) => Value::from(self.replace_known_ids(text)),
             other => other.clone(),
+        }
+    }
+
+    fn target(&self, target: &str) -> String {
+        let own = self.own_crate.as_deref();
+        match target.split_once("::") {
+            Some((krate, modules)) if Some(krate) == own => format!("[crate]::{modules}"),
+            None if Some(target) == own => "[crate]".to_owned(),
+            _ => target.to_owned(),
         }
     }
 
@@ -198,6 +244,29 @@ mod tests {
                 r#"{"level":"info","service":"logic","target":"y","message":"created [order-1]","trace_id":"[trace-2]","span_id":"[span-2]","a":true,"b":1,"order_id":"[order-1]"}"#,
                 "\n",
                 r#"{"level":"info","service":"gateway","target":"x","message":"done","trace_id":"[trace-1]","span_id":"[span-1]"}"#,
+                "\n",
+            )
+        );
+    }
+
+    #[test]
+    fn the_own_crate_is_redacted_in_targets_and_libraries_stay() {
+        let lines = parse_all(&[
+            r#"{"target":"h2::codec","message":"frame"}"#.to_owned(),
+            r#"{"target":"my_shop::gateway","message":"accepted","order_id":"o1"}"#.to_owned(),
+            r#"{"target":"my_shop","message":"up"}"#.to_owned(),
+        ]);
+        let own = own_crate(&lines).unwrap();
+        assert_eq!(own, "my_shop");
+        let text = Redactor::new().with_crate(own).lines(&lines);
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"target":"h2::codec","message":"frame"}"#,
+                "\n",
+                r#"{"target":"[crate]::gateway","message":"accepted","order_id":"[order-1]"}"#,
+                "\n",
+                r#"{"target":"[crate]","message":"up"}"#,
                 "\n",
             )
         );

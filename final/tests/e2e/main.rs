@@ -10,7 +10,6 @@
 
 mod health;
 mod help;
-mod logs;
 mod messaging;
 mod profiling;
 mod same_as_chapter_05;
@@ -29,4 +28,4 @@ fn subject() -> testkit::Subject {
     )
 }
 
-testkit::promise_tests!(subject; 0 1);
+testkit::promise_tests!(subject; 0 1 2);

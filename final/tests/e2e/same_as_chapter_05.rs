@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use testkit::system::CHAPTER_BIN_ENV;
 
-use crate::{FINAL_BIN, logs, messaging, traces};
+use crate::{FINAL_BIN, messaging, traces};
 
 /// The sources chapter 05's binary is built from.
 const CHAPTER_05_SOURCES: &[&str] = &[
@@ -121,17 +121,4 @@ async fn the_traces_with_trace_relation_link_are_chapter_05s() {
         messaging::with_trace_relation_link_each_message_is_a_trace_that_links(&chapter_05),
     );
     assert_same("the traces with --trace-relation link", &ours, &theirs);
-}
-
-/// The log lines of one order: the same lines, the same fields, the same
-/// trace; `target` compared without its crate, whose name differs (see
-/// `logs::normalise_target`).
-#[tokio::test(flavor = "multi_thread")]
-async fn the_log_lines_of_one_order_are_chapter_05s() {
-    let chapter_05 = chapter_05();
-    let (ours, theirs) = tokio::join!(
-        logs::one_order_in_the_logs_of_each_service(FINAL_BIN),
-        logs::one_order_in_the_logs_of_each_service(&chapter_05),
-    );
-    assert_same("the log lines of one order", &ours, &theirs);
 }

@@ -2,7 +2,6 @@
 //! real HTTP and gRPC on loopback, a real OTLP receiver for the spans. One
 //! test binary for the whole chapter, one module per concern.
 
-mod logs;
 mod traces;
 
 /// The binary under test: this chapter's, unless `CHAPTER_BIN` names another.
@@ -15,4 +14,4 @@ fn subject() -> testkit::Subject {
     )
 }
 
-testkit::promise_tests!(subject; 0 1);
+testkit::promise_tests!(subject; 0 1 2);

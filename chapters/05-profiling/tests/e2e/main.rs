@@ -2,7 +2,6 @@
 //! real HTTP and gRPC on loopback, a real OTLP receiver for the spans. One
 //! test binary for the whole chapter, one module per concern.
 
-mod logs;
 mod messaging;
 mod profiling;
 mod traces;
@@ -17,4 +16,4 @@ fn subject() -> testkit::Subject {
     )
 }
 
-testkit::promise_tests!(subject; 0 1);
+testkit::promise_tests!(subject; 0 1 2);

@@ -14,6 +14,7 @@
 pub mod faults;
 pub mod flow;
 pub mod launcher;
+pub mod logs;
 pub mod metrics;
 pub mod progress;
 pub mod rejections;

@@ -124,4 +124,58 @@ define_promises! { $
             }
         }
     }
+    2 {
+        logs {
+            every_line_of_every_service_is_a_json_object_with_a_trace_id {
+                claim: "every line on stdout is one JSON object with timestamp, level, service, \
+                    target, message, trace_id and span_id; nothing goes to stderr",
+                diagnosis: "a line that is not one JSON object (a println!, the default text \
+                    formatter, a panic), or a line written outside every span, so without \
+                    trace_id: write it inside the request's span or the startup span",
+                section: "02-logs.md#pitfalls",
+            }
+            one_order_in_the_logs_of_each_service {
+                claim: "one order's lines, in as many traces as the chapter joins: four in 02, two \
+                    once gRPC carries the context, one once NATS does",
+                diagnosis: "a line about the order is missing or has other fields than the \
+                    snapshot, or the order is in more traces than the chapter joins: from 03 on, \
+                    each service in its own trace means the context does not cross gRPC (no \
+                    propagator installed, or the client does not inject); from 04 on, NATS",
+                section: "02-logs.md#what-you-see",
+            }
+            the_gateway_continues_a_trace_from_a_valid_traceparent {
+                claim: "the gateway continues a client's valid traceparent, in a child span",
+                diagnosis: "set_parent is called after the request's span was entered (its error, \
+                    AlreadyStarted, thrown away by `let _`), or the header is never extracted: \
+                    the lines get a new trace id",
+                section: "02-logs.md#pitfalls",
+            }
+            a_malformed_traceparent_starts_a_fresh_trace_and_fails_nothing {
+                claim: "a malformed traceparent starts a fresh trace and fails nothing",
+                diagnosis: "an invalid context is taken over as the parent (an all-zero or garbage \
+                    trace id), or a failed extraction fails the request",
+                section: "02-logs.md#sending-a-trace-id",
+            }
+            hostile_input_cannot_break_a_line {
+                claim: "hostile input cannot break a line: quotes, newlines and escapes stay in \
+                    their field",
+                diagnosis: "a line written by hand instead of through serde_json, an id with a \
+                    control character accepted, or a route taken from the raw path",
+                section: "02-logs.md#pitfalls",
+            }
+            no_output_has_the_token_or_the_authorization_header {
+                claim: "no output holds the API token or the Authorization header",
+                diagnosis: "headers or the whole request logged (`?request`, `?headers`, \
+                    #[instrument] without skip), or a library's debug lines let through",
+                section: "02-logs.md#pitfalls",
+            }
+            rust_log_sets_the_level {
+                claim: "RUST_LOG sets the level, and the lines left keep their trace id",
+                diagnosis: "RUST_LOG filters the spans too, so warnings are written outside any \
+                    span and lose their trace_id; or a 503 is not logged at error with its cause \
+                    at warn in the same trace",
+                section: "02-logs.md#choosing-what-is-logged-rust_log",
+            }
+        }
+    }
 }

@@ -1,15 +1,14 @@
 //! Chapter 02's lesson, checked from outside: every line a service writes
-//! to stdout is one JSON object with a trace id; one order's lines, in one
-//! trace since chapter 04 carries the context over NATS too; a client's
-//! `traceparent`; hostile input; no secret in any output; `RUST_LOG`.
+//! to stdout is one JSON object with a trace id; one order's lines, in four
+//! traces, then two once chapter 03 carries the context over gRPC, one once
+//! chapter 04 carries it over NATS; a client's `traceparent`; hostile
+//! input; no secret in any output; `RUST_LOG`.
 
+use crate::logs::{self, LogLine, Redactor, is_span_id, is_trace_id, span_of, str_field};
+use crate::system::TEST_API_TOKEN;
+use crate::{Api, DEADLINE, Service, Subject, System, order_body, wait_for};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use testkit::logs::{self, LogLine, Redactor, is_span_id, is_trace_id, str_field};
-use testkit::system::TEST_API_TOKEN;
-use testkit::{Api, DEADLINE, Service, System, order_body, wait_for};
-
-use crate::FINAL_BIN;
 
 /// Every line `service` wrote to stdout so far; fails unless each is one
 /// JSON object.
@@ -40,23 +39,6 @@ async fn wait_for_line(
         },
     )
     .await
-}
-
-/// The lines written in the span of the first line `anchor` matches. The
-/// gateway's lines of one order are all in one trace since chapter 04: only
-/// their spans tell the request from task's callback.
-fn span_of(lines: &[LogLine], anchor: impl Fn(&LogLine) -> bool) -> Vec<&LogLine> {
-    let Some(span_id) = lines
-        .iter()
-        .find(|line| anchor(line))
-        .and_then(|line| str_field(line, "span_id"))
-    else {
-        return Vec::new();
-    };
-    lines
-        .iter()
-        .filter(|line| str_field(line, "span_id") == Some(span_id))
-        .collect()
 }
 
 /// The trace id of a line, which must have one.
@@ -98,9 +80,8 @@ fn problems(service: Service, line: &LogLine) -> Vec<String> {
     problems
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_line_of_every_service_is_a_json_object_with_a_trace_id() {
-    let system = System::start(FINAL_BIN).await;
+pub async fn every_line_of_every_service_is_a_json_object_with_a_trace_id(subject: &Subject) {
+    let system = subject.start().await;
     let order_id = system.api.place_order(&order_body("1001", "A001", 2)).await;
     system.api.wait_until_handled(&order_id).await;
     let failed = system
@@ -133,27 +114,21 @@ async fn every_line_of_every_service_is_a_json_object_with_a_trace_id() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// One order, as the four units of work that handle it log it. The context
-/// crosses gRPC and, since chapter 04, NATS: every line of every service is
-/// in the gateway's trace, `[trace-1]`.
-///
-/// `same_as_chapter_05` compares what `binary` shows with chapter 05's, the
-/// crate in `target` normalised: see [`normalise_target`].
-pub(crate) async fn one_order_in_the_logs_of_each_service(binary: &str) -> String {
-    let system = System::start(binary).await;
+/// One order, as the four units of work that handle it log it. Without
+/// propagation (02) each starts a trace of its own, `[trace-1]` to
+/// `[trace-4]`; the context crosses gRPC since chapter 03, so logic's lines
+/// are in the gateway's trace and the gateway's callback lines in task's;
+/// and NATS since chapter 04: every line is in the gateway's trace.
+pub async fn one_order_in_the_logs_of_each_service(subject: &Subject) {
+    let system = subject.start().await;
     let order_id = system.api.place_order(&order_body("1001", "A001", 2)).await;
     // Waiting on the logs, not on `GET /orders/{id}`, which would log too.
     wait_for_line(&system, Service::Gateway, "result received", &order_id).await;
     wait_for_line(&system, Service::Task, "order handled", &order_id).await;
 
-    let normalised = |service| {
-        let mut lines = lines(&system, service);
-        lines.iter_mut().for_each(normalise_target);
-        lines
-    };
-    let gateway = normalised(Service::Gateway);
-    let logic = normalised(Service::Logic);
-    let task = normalised(Service::Task);
+    let gateway = lines(&system, Service::Gateway);
+    let logic = lines(&system, Service::Logic);
+    let task = lines(&system, Service::Task);
     let sections = [
         (
             "gateway: POST /orders",
@@ -178,37 +153,28 @@ pub(crate) async fn one_order_in_the_logs_of_each_service(binary: &str) -> Strin
         .map(|(_, lines)| trace_id(lines[0]))
         .collect();
     let trace = |section: usize| trace_id(sections[section].1[0]);
-    assert_eq!(trace(0), trace(1), "gateway -> logic: one trace");
-    assert_eq!(trace(2), trace(3), "task -> gateway: one trace");
-    assert_eq!(traces.len(), 1, "one trace, joined over NATS");
+    if subject.has(3) {
+        assert_eq!(trace(0), trace(1), "gateway -> logic: one trace");
+        assert_eq!(trace(2), trace(3), "task -> gateway: one trace");
+    }
+    let expected = match subject.chapter() {
+        ..3 => 4,
+        3 => 2,
+        _ => 1,
+    };
+    assert_eq!(traces.len(), expected, "traces of one order");
 
-    let mut redactor = Redactor::new();
+    let own = logs::own_crate(&gateway).expect("a line about the order");
+    let mut redactor = Redactor::new().with_crate(own);
     let mut snapshot = String::new();
     for (title, lines) in sections {
         snapshot += &format!("{title}\n{}", redactor.lines(lines));
     }
-    snapshot
+    subject.assert_snapshot("e2e__logs__one_order", &[2, 3, 4], &snapshot);
 }
 
-/// `target` is the module path of the line's code, which starts with the
-/// crate: `orders_final::gateway` where chapter 05 has
-/// `ch05_profiling::gateway`. The crate becomes `[crate]`; the modules
-/// after it are the same in both, and stay. A library's target stays as it
-/// is.
-pub(crate) fn normalise_target(line: &mut LogLine) {
-    let Some(target) = str_field(line, "target") else {
-        return;
-    };
-    let normalised = match target.split_once("::") {
-        Some(("orders_final" | "ch05_profiling", modules)) => format!("[crate]::{modules}"),
-        _ => return,
-    };
-    line.insert("target".to_owned(), normalised.into());
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_gateway_continues_a_trace_from_a_valid_traceparent() {
-    let system = System::start(FINAL_BIN).await;
+pub async fn the_gateway_continues_a_trace_from_a_valid_traceparent(subject: &Subject) {
+    let system = subject.start().await;
     let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let client_span = "00f067aa0ba902b7";
     let request = system
@@ -235,14 +201,18 @@ async fn the_gateway_continues_a_trace_from_a_valid_traceparent() {
         .expect("the access line is in the client's trace");
     assert_eq!(access["status"], 201);
 
-    // Carried on over gRPC: logic continues the client's trace.
+    // Carried on over gRPC since chapter 03: logic continues it.
     let created = wait_for_line(&system, Service::Logic, "order created", order_id).await;
-    assert_eq!(trace_id(&created), client_trace);
+    let continued = trace_id(&created) == client_trace;
+    assert_eq!(
+        continued,
+        subject.has(3),
+        "logic's line in the client's trace"
+    );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_malformed_traceparent_starts_a_fresh_trace_and_fails_nothing() {
-    let system = System::start(FINAL_BIN).await;
+pub async fn a_malformed_traceparent_starts_a_fresh_trace_and_fails_nothing(subject: &Subject) {
+    let system = subject.start().await;
     let malformed = [
         "not a traceparent",
         "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
@@ -273,9 +243,8 @@ async fn a_malformed_traceparent_starts_a_fresh_trace_and_fails_nothing() {
     assert_eq!(traces.len(), malformed.len(), "a fresh trace each time");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn hostile_input_cannot_break_a_line() {
-    let system = System::start(FINAL_BIN).await;
+pub async fn hostile_input_cannot_break_a_line(subject: &Subject) {
+    let system = subject.start().await;
     // Quotes, a backslash, a would-be JSON object and non-ASCII: valid in an
     // id, so the order is accepted and the value logged as it is.
     let user_id = r#"Ann "the" \ O'Brien}{"level":"error" ☃ 🦀"#;
@@ -362,9 +331,8 @@ async fn hostile_input_cannot_break_a_line() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn no_output_has_the_token_or_the_authorization_header() {
-    let system = System::start(FINAL_BIN).await;
+pub async fn no_output_has_the_token_or_the_authorization_header(subject: &Subject) {
+    let system = subject.start().await;
     let order_id = system.api.place_order(&order_body("1001", "A001", 1)).await;
     system.api.wait_until_handled(&order_id).await;
     let wrong_token = "wrong-token-5b2e";
@@ -412,12 +380,8 @@ async fn no_output_has_the_token_or_the_authorization_header() {
 
 /// `RUST_LOG=warn` leaves out the info lines, and what is left keeps its
 /// trace id: spans exist whatever the level of the lines written.
-#[tokio::test(flavor = "multi_thread")]
-async fn rust_log_sets_the_level() {
-    let mut system = System::builder(FINAL_BIN)
-        .env("RUST_LOG", "warn")
-        .start()
-        .await;
+pub async fn rust_log_sets_the_level(subject: &Subject) {
+    let mut system = subject.system().env("RUST_LOG", "warn").start().await;
     let order_id = system.api.place_order(&order_body("1001", "A001", 1)).await;
     system.api.wait_until_handled(&order_id).await;
     system.stop(Service::Logic).await;
