@@ -101,11 +101,16 @@ struct Badge {
     since: Chapter,
 }
 
-/// In reading order, which is also the order of the chapters.
+/// In the order they are drawn: the admin port's two endpoints, then the
+/// two outputs, so that a narrow box shows them in two rows of two.
 const BADGES: [Badge; 4] = [
     Badge {
         text: "/metrics",
         since: Chapter::Metrics,
+    },
+    Badge {
+        text: "/debug/pprof",
+        since: Chapter::Profiling,
     },
     Badge {
         text: "JSON logs",
@@ -114,10 +119,6 @@ const BADGES: [Badge; 4] = [
     Badge {
         text: "OTLP spans",
         since: Chapter::GrpcTracing,
-    },
-    Badge {
-        text: "/debug/pprof",
-        since: Chapter::Profiling,
     },
 ];
 
@@ -145,9 +146,12 @@ impl Mark {
 }
 
 const WIDTH: f64 = 560.0;
-const BADGE_FONT: f64 = 14.0;
-const LABEL_FONT: f64 = 15.0;
-const LINE: f64 = 16.0;
+const TITLE_FONT: f64 = 21.0;
+const LABEL_FONT: f64 = 17.0;
+const BADGE_FONT: f64 = 16.0;
+const LINE: f64 = 18.0;
+/// Where the band of what reads the telemetry starts.
+const READERS_TOP: f64 = 596.0;
 
 /// The picture of `chapter`, as SVG text. The same chapter always gives
 /// the same text.
@@ -156,13 +160,13 @@ pub fn diagram(chapter: Chapter) -> String {
     let port = |address: std::net::SocketAddr| format!(":{}", address.port());
     let admin = |service: Service| port(ports.admin(service));
 
-    let stack_height = if chapter == Chapter::Final {
-        216.0
+    let readers_height = if chapter == Chapter::Final {
+        250.0
     } else {
-        76.0
+        80.0
     };
     let legend = chapter != Chapter::Baseline;
-    let height = 570.0 + stack_height + if legend { 36.0 } else { 0.0 };
+    let height = READERS_TOP + readers_height + if legend { 40.0 } else { 0.0 };
     let title = format!(
         "The order system in chapter {}",
         chapter.label().replace(" · ", ", ")
@@ -180,15 +184,15 @@ pub fn diagram(chapter: Chapter) -> String {
     svg.text(
         10.0,
         30.0,
-        Font::new(16.0).bold().color(ACCENT_INK),
+        Font::new(LABEL_FONT).bold().color(ACCENT_INK),
         chapter.label(),
     );
 
     // client -> gateway
     service_box(&mut svg, 200.0, 8.0, 160.0, 44.0, "client", &[], None);
-    let normal = Stroke::solid(INK, 1.6);
+    let normal = Stroke::solid(INK, 1.8);
     svg.arrow(&[(280.0, 52.0), (280.0, 98.0)], normal);
-    svg.text(290.0, 80.0, Font::new(LABEL_FONT), "HTTP POST /orders");
+    svg.text(290.0, 81.0, Font::new(LABEL_FONT), "HTTP POST /orders");
 
     // The three services.
     let gateway_ports = format!(
@@ -202,7 +206,7 @@ pub fn diagram(chapter: Chapter) -> String {
         40.0,
         100.0,
         480.0,
-        102.0,
+        106.0,
         "gateway",
         &[&gateway_ports],
         Some(chapter),
@@ -218,9 +222,9 @@ pub fn diagram(chapter: Chapter) -> String {
     service_box(
         &mut svg,
         10.0,
-        270.0,
+        274.0,
         260.0,
-        136.0,
+        148.0,
         "logic",
         &[&logic_ports[0], &logic_ports[1]],
         Some(chapter),
@@ -228,9 +232,9 @@ pub fn diagram(chapter: Chapter) -> String {
     service_box(
         &mut svg,
         290.0,
-        270.0,
+        274.0,
         260.0,
-        136.0,
+        148.0,
         "task",
         &[&task_ports[0], &task_ports[1]],
         Some(chapter),
@@ -239,54 +243,54 @@ pub fn diagram(chapter: Chapter) -> String {
     // gRPC, both ways, with chapter 03's context.
     let grpc = Mark::of(Chapter::GrpcTracing, chapter);
     let grpc_stroke = match grpc {
-        Mark::New => Stroke::solid(ACCENT, 3.0),
+        Mark::New => Stroke::solid(ACCENT, 3.4),
         _ => normal,
     };
-    svg.arrow(&[(140.0, 202.0), (140.0, 268.0)], grpc_stroke);
-    svg.arrow(&[(420.0, 268.0), (420.0, 202.0)], grpc_stroke);
+    svg.arrow(&[(120.0, 206.0), (120.0, 272.0)], grpc_stroke);
+    svg.arrow(&[(440.0, 272.0), (440.0, 206.0)], grpc_stroke);
     let mut create = vec![("gRPC", Mark::Earlier), ("CreateOrder", Mark::Earlier)];
     let mut push = vec![("gRPC", Mark::Earlier), ("PushResult", Mark::Earlier)];
     if grpc != Mark::Absent {
         create.push(("+ traceparent", grpc));
         push.push(("+ traceparent", grpc));
     }
-    labels(&mut svg, 150.0, 222.0, Anchor::Start, &create);
-    labels(&mut svg, 410.0, 222.0, Anchor::End, &push);
+    labels(&mut svg, 130.0, 228.0, Anchor::Start, &create);
+    labels(&mut svg, 430.0, 228.0, Anchor::End, &push);
 
     // SQLite and NATS, with chapter 04's context.
     let nats = Mark::of(Chapter::NatsTracing, chapter);
     let nats_stroke = match nats {
-        Mark::New => Stroke::solid(ACCENT, 3.0),
+        Mark::New => Stroke::solid(ACCENT, 3.4),
         _ => normal,
     };
-    svg.arrow(&[(70.0, 406.0), (70.0, 470.0)], normal);
+    svg.arrow(&[(70.0, 422.0), (70.0, 488.0)], normal);
     labels(
         &mut svg,
         80.0,
-        428.0,
+        446.0,
         Anchor::Start,
         &[("INSERT", Mark::Earlier), ("UPDATE", Mark::Earlier)],
     );
-    service_box(&mut svg, 10.0, 472.0, 140.0, 58.0, "SQLite", &[], None);
-    svg.text(22.0, 520.0, Font::new(LABEL_FONT).color(MUTED), "orders.db");
-    svg.arrow(&[(210.0, 406.0), (210.0, 470.0)], nats_stroke);
-    svg.arrow(&[(510.0, 472.0), (510.0, 408.0)], nats_stroke);
+    service_box(&mut svg, 10.0, 490.0, 140.0, 66.0, "SQLite", &[], None);
+    svg.text(26.0, 544.0, Font::new(LABEL_FONT).color(MUTED), "orders.db");
+    svg.arrow(&[(190.0, 422.0), (190.0, 488.0)], nats_stroke);
+    svg.arrow(&[(530.0, 490.0), (530.0, 424.0)], nats_stroke);
     let mut publish = vec![("publish", Mark::Earlier)];
     let mut consume = vec![("consume", Mark::Earlier)];
     if nats != Mark::Absent {
         publish.push(("producer span", nats));
         consume.push(("consumer span", nats));
     }
-    labels(&mut svg, 220.0, 428.0, Anchor::Start, &publish);
-    labels(&mut svg, 500.0, 428.0, Anchor::End, &consume);
+    labels(&mut svg, 200.0, 446.0, Anchor::Start, &publish);
+    labels(&mut svg, 520.0, 446.0, Anchor::End, &consume);
     service_box(
         &mut svg,
         170.0,
-        472.0,
+        490.0,
         380.0,
-        78.0,
+        86.0,
         "NATS JetStream :4222",
-        &[&format!("stream {STREAM} · subject {ORDERS_CREATED}")],
+        &[&format!("stream {STREAM} · {ORDERS_CREATED}")],
         None,
     );
     if nats != Mark::Absent {
@@ -294,14 +298,14 @@ pub fn diagram(chapter: Chapter) -> String {
             Mark::New => Font::new(LABEL_FONT).bold().color(ACCENT),
             _ => Font::new(LABEL_FONT).color(MUTED),
         };
-        svg.text(186.0, 538.0, font, "headers carry traceparent");
+        svg.text(186.0, 566.0, font, "headers carry traceparent");
     }
 
     // What reads the telemetry.
-    readers(&mut svg, chapter, 570.0, stack_height, &ports);
+    readers(&mut svg, chapter, READERS_TOP, readers_height, &ports);
 
     if legend {
-        let y = 570.0 + stack_height + 6.0;
+        let y = READERS_TOP + readers_height + 4.0;
         let x = 10.0 + badge(&mut svg, 10.0, y, "new in this chapter", Mark::New) + 10.0;
         if chapter != Chapter::Metrics {
             badge(&mut svg, x, y, "from earlier chapters", Mark::Earlier);
@@ -342,26 +346,21 @@ fn service_box(
         PAPER,
         Some(Stroke::solid(INK, 1.4)),
     );
-    let title_y = if lines.is_empty() && height < 50.0 {
-        y + height / 2.0 + 6.0
-    } else {
-        y + 26.0
-    };
-    let title_font = Font::new(19.0).bold();
+    let title_font = Font::new(TITLE_FONT).bold();
     if lines.is_empty() && height < 50.0 {
         svg.text(
             x + width / 2.0,
-            title_y,
+            y + height / 2.0 + 7.0,
             title_font.anchor(Anchor::Middle),
             title,
         );
     } else {
-        svg.text(x + 16.0, title_y, title_font, title);
+        svg.text(x + 16.0, y + 28.0, title_font, title);
     }
     for (i, line) in lines.iter().enumerate() {
         svg.text(
             x + 16.0,
-            y + 50.0 + i as f64 * 20.0,
+            y + 54.0 + i as f64 * 22.0,
             Font::new(LABEL_FONT),
             line,
         );
@@ -370,7 +369,7 @@ fn service_box(
         return;
     };
     // The badges: one row in a wide box, two in a narrow one.
-    let row_top = y + 50.0 + (lines.len() as f64 - 1.0) * 20.0 + 12.0;
+    let row_top = y + 54.0 + (lines.len() as f64 - 1.0) * 22.0 + 12.0;
     let per_row = if width > 400.0 { 4 } else { 2 };
     let shown: Vec<(&Badge, Mark)> = BADGES
         .iter()
@@ -379,7 +378,7 @@ fn service_box(
     if shown.iter().all(|(_, mark)| *mark == Mark::Absent) {
         svg.text(
             x + 16.0,
-            row_top + 18.0,
+            row_top + 20.0,
             Font::new(LABEL_FONT).color(MUTED),
             "no telemetry",
         );
@@ -439,7 +438,8 @@ fn labels(svg: &mut Svg, x: f64, y: f64, anchor: Anchor, lines: &[(&str, Mark)])
     }
 }
 
-/// The band under the system: what reads the telemetry in `chapter`.
+/// The band under the system, `height` high from `top`: what reads the
+/// telemetry in `chapter`.
 fn readers(svg: &mut Svg, chapter: Chapter, top: f64, height: f64, ports: &Topology) {
     let admins = Service::ALL
         .map(|s| format!(":{}", ports.admin(s).port()))
@@ -458,25 +458,25 @@ fn readers(svg: &mut Svg, chapter: Chapter, top: f64, height: f64, ports: &Topol
             );
             svg.text(
                 26.0,
-                top + 26.0,
+                top + 27.0,
                 Font::new(LABEL_FONT).bold().color(MUTED),
                 "Nothing to read yet",
             );
             svg.text(
                 26.0,
-                top + 46.0,
+                top + 50.0,
                 Font::new(LABEL_FONT).color(MUTED),
-                "the admin ports answer only /healthz and /readyz",
+                "the admin ports answer /healthz, /readyz",
             );
             return;
         }
         Chapter::Metrics => (
-            "Prometheus (or curl) scrapes /metrics".to_owned(),
+            "Prometheus or curl scrapes /metrics".to_owned(),
             format!("on the admin ports {admins}"),
         ),
         Chapter::Logs => (
             "stdout: one JSON object per line".to_owned(),
-            "with trace_id and span_id; read with jq".to_owned(),
+            "with trace_id and span_id; read it with jq".to_owned(),
         ),
         Chapter::GrpcTracing => (
             "spans over OTLP/gRPC to :4317".to_owned(),
@@ -491,7 +491,7 @@ fn readers(svg: &mut Svg, chapter: Chapter, top: f64, height: f64, ports: &Topol
             "CPU profile, flame graph, heap, runtime".to_owned(),
         ),
         Chapter::Final => {
-            stack(svg, top);
+            stack(svg, top, height - 16.0);
             return;
         }
     };
@@ -506,81 +506,80 @@ fn readers(svg: &mut Svg, chapter: Chapter, top: f64, height: f64, ports: &Topol
     );
     svg.text(
         26.0,
-        top + 26.0,
+        top + 27.0,
         Font::new(LABEL_FONT + 1.0).bold().color(ACCENT_INK),
         &first,
     );
     svg.text(
         26.0,
-        top + 46.0,
+        top + 50.0,
         Font::new(LABEL_FONT).color(ACCENT_INK),
         &second,
     );
 }
 
-/// The final chapter's stack: three stores and Grafana over them.
-fn stack(svg: &mut Svg, top: f64) {
+/// The final chapter's stack, `height` high from `top`: three stores, one
+/// under the other, and Grafana beside them reading all three.
+fn stack(svg: &mut Svg, top: f64, height: f64) {
     let frame = Stroke::solid(ACCENT, 1.6);
-    svg.rect(10.0, top, 540.0, 200.0, 8.0, "white", Some(frame));
+    svg.rect(10.0, top, 540.0, height, 8.0, "white", Some(frame));
     svg.text(
         24.0,
-        top + 22.0,
+        top + 25.0,
         Font::new(LABEL_FONT).bold().color(ACCENT_INK),
         "docker compose up: the stack",
     );
     let stores = [
-        ("Prometheus", ":9090", "scrapes /metrics"),
-        ("Tempo", ":3200, OTLP :4317", "stores the spans"),
-        ("Loki", ":3100", "logs, via Alloy"),
+        ("Prometheus :9090", "scrapes /metrics"),
+        ("Tempo :3200", "spans over OTLP :4317"),
+        ("Loki :3100", "log lines, shipped by Alloy"),
     ];
-    let grafana_top = top + 136.0;
-    for (i, (name, port, what)) in stores.iter().enumerate() {
-        let x = 20.0 + i as f64 * 176.0;
-        let y = top + 34.0;
-        svg.rect(
-            x,
-            y,
-            168.0,
-            74.0,
-            8.0,
-            ACCENT_FILL,
-            Some(Stroke::solid(ACCENT, 1.4)),
-        );
-        let ink = Font::new(14.0).color(ACCENT_INK);
+    let box_stroke = Some(Stroke::solid(ACCENT, 1.4));
+    let first_top = top + 38.0;
+    for (i, (name, what)) in stores.iter().enumerate() {
+        let y = first_top + i as f64 * 62.0;
+        svg.rect(20.0, y, 330.0, 54.0, 8.0, ACCENT_FILL, box_stroke);
         svg.text(
-            x + 12.0,
-            y + 22.0,
+            32.0,
+            y + 23.0,
             Font::new(LABEL_FONT).bold().color(ACCENT_INK),
             name,
         );
-        svg.text(x + 12.0, y + 42.0, ink, port);
-        svg.text(x + 12.0, y + 62.0, ink, what);
+        svg.text(32.0, y + 45.0, Font::new(16.0).color(ACCENT_INK), what);
         svg.arrow(
-            &[(x + 84.0, y + 74.0), (x + 84.0, grafana_top - 2.0)],
-            Stroke::solid(ACCENT, 1.6),
+            &[(350.0, y + 27.0), (378.0, y + 27.0)],
+            Stroke::solid(ACCENT, 1.8),
         );
     }
+    let grafana_height = 2.0 * 62.0 + 54.0;
     svg.rect(
-        20.0,
-        grafana_top,
-        516.0,
-        50.0,
+        380.0,
+        first_top,
+        160.0,
+        grafana_height,
         8.0,
         ACCENT_FILL,
-        Some(Stroke::solid(ACCENT, 1.4)),
+        box_stroke,
     );
     svg.text(
-        32.0,
-        grafana_top + 21.0,
-        Font::new(LABEL_FONT).bold().color(ACCENT_INK),
-        "Grafana :3000",
+        394.0,
+        first_top + 28.0,
+        Font::new(TITLE_FONT).bold().color(ACCENT_INK),
+        "Grafana",
     );
-    svg.text(
-        32.0,
-        grafana_top + 40.0,
-        Font::new(14.0).color(ACCENT_INK),
-        "dashboards, alerts; metric → trace → logs",
-    );
+    let ink = Font::new(16.0).color(ACCENT_INK);
+    for (i, line) in [
+        ":3000",
+        "dashboards,",
+        "alerts, and",
+        "metric → trace",
+        "→ logs",
+    ]
+    .iter()
+    .enumerate()
+    {
+        svg.text(394.0, first_top + 54.0 + i as f64 * 22.0, ink, line);
+    }
 }
 
 #[cfg(test)]
@@ -597,7 +596,7 @@ mod tests {
         assert_eq!(count(&profiling, "/debug/pprof"), 3);
         assert_eq!(count(&profiling, "+ traceparent"), 2, "both gRPC calls");
         assert!(diagram(Chapter::Baseline).contains(">no telemetry<"));
-        assert!(diagram(Chapter::Final).contains(">Grafana :3000<"));
+        assert!(diagram(Chapter::Final).contains(">Grafana<"));
     }
 
     #[test]
