@@ -18,8 +18,14 @@
 //!   `cargo xtask bench`, drawn again from its JSON result
 //!   ([`crate::bench::chart_from_result`]); without a result it is left as
 //!   it is, since a bench takes minutes.
+//!
+//! Tests ([`checks`]) hold the book to its pictures: every image a page
+//! shows exists, is SVG and has alt text; every file here is on a page; the
+//! architecture pictures are what the code draws now.
 
 mod architecture;
+#[cfg(test)]
+mod checks;
 mod draw;
 mod live;
 mod waterfall;
