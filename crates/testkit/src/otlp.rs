@@ -41,7 +41,14 @@ impl OtlpReceiver {
     /// Starts a receiver that keeps every span it is sent, for
     /// [`spans`](Self::spans). Fails if it cannot bind a loopback port.
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_keeping(true).await
+        Self::start_keeping(true, 0).await
+    }
+
+    /// Starts a receiver that keeps every span, on loopback port `port`:
+    /// a collector that comes back where the services expect it. Fails if
+    /// the port is taken.
+    pub async fn start_on(port: u16) -> anyhow::Result<Self> {
+        Self::start_keeping(true, port).await
     }
 
     /// Starts a receiver that counts the spans it is sent
@@ -51,11 +58,11 @@ impl OtlpReceiver {
     /// load test needs. Its [`spans`](Self::spans) is always empty. Fails if
     /// it cannot bind a loopback port.
     pub async fn counting() -> anyhow::Result<Self> {
-        Self::start_keeping(false).await
+        Self::start_keeping(false, 0).await
     }
 
-    async fn start_keeping(keep: bool) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    async fn start_keeping(keep: bool, port: u16) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
         let addr = listener.local_addr()?;
         let spans = keep.then(|| Arc::new(Mutex::new(Vec::new())));
         let count = Arc::new(AtomicU64::new(0));
@@ -207,7 +214,7 @@ fn kind_name(kind: i32) -> &'static str {
 }
 
 /// A span attribute's value as text.
-fn attribute(span: &Span, key: &str) -> Option<String> {
+pub fn attribute(span: &Span, key: &str) -> Option<String> {
     let value = span
         .attributes
         .iter()

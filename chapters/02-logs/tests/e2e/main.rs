@@ -1,9 +1,7 @@
-//! End-to-end tests of chapter 02: the real binary, a real nats-server,
-//! real HTTP and gRPC on loopback. One test binary for the whole chapter,
-//! one module per concern.
+//! End-to-end tests of chapter 02, logs: the real binary, a real
+//! nats-server, real HTTP and gRPC on loopback, and an OTLP receiver for
+//! any spans. Each test is a promise, a contract of `testkit::contracts`
+//! named as in `testkit::contracts::promises(2)`: those of chapters 00 and 01, which still hold, then its own lesson's, logs.
+//! `cargo xtask check 02` runs the same tests against a learner's copy.
 
-fn subject() -> testkit::Subject {
-    testkit::Subject::new(env!("CARGO_BIN_EXE_ch02-logs"), env!("CARGO_MANIFEST_DIR"))
-}
-
-testkit::promise_tests!(subject; 0 1 2);
+testkit::promise_tests!(binary: "ch02-logs", lessons: 0 1 2);

@@ -1,18 +1,7 @@
-//! End-to-end tests of chapter 04: the real binary, a real nats-server,
-//! real HTTP and gRPC on loopback, a real OTLP receiver for the spans. One
-//! test binary for the whole chapter, one module per concern.
+//! End-to-end tests of chapter 04, tracing across NATS: the real binary, a real
+//! nats-server, real HTTP and gRPC on loopback, and an OTLP receiver for
+//! any spans. Each test is a promise, a contract of `testkit::contracts`
+//! named as in `testkit::contracts::promises(4)`: those of chapters 00 to 03, which still hold, then its own lesson's, messaging.
+//! `cargo xtask check 04` runs the same tests against a learner's copy.
 
-mod messaging;
-mod traces;
-
-/// The binary under test: this chapter's, unless `CHAPTER_BIN` names another.
-const CHAPTER_BIN: &str = env!("CARGO_BIN_EXE_ch04-nats-tracing");
-
-fn subject() -> testkit::Subject {
-    testkit::Subject::new(
-        env!("CARGO_BIN_EXE_ch04-nats-tracing"),
-        env!("CARGO_MANIFEST_DIR"),
-    )
-}
-
-testkit::promise_tests!(subject; 0 1 2);
+testkit::promise_tests!(binary: "ch04-nats-tracing", lessons: 0 1 2 3 4);

@@ -1,19 +1,7 @@
-//! End-to-end tests of chapter 05: the real binary, a real nats-server,
-//! real HTTP and gRPC on loopback, a real OTLP receiver for the spans. One
-//! test binary for the whole chapter, one module per concern.
+//! End-to-end tests of chapter 05, profiling: the real binary, a real
+//! nats-server, real HTTP and gRPC on loopback, and an OTLP receiver for
+//! any spans. Each test is a promise, a contract of `testkit::contracts`
+//! named as in `testkit::contracts::promises(5)`: those of chapters 00 to 04, which still hold, then its own lesson's, profiling.
+//! `cargo xtask check 05` runs the same tests against a learner's copy.
 
-mod messaging;
-mod profiling;
-mod traces;
-
-/// The binary under test: this chapter's, unless `CHAPTER_BIN` names another.
-const CHAPTER_BIN: &str = env!("CARGO_BIN_EXE_ch05-profiling");
-
-fn subject() -> testkit::Subject {
-    testkit::Subject::new(
-        env!("CARGO_BIN_EXE_ch05-profiling"),
-        env!("CARGO_MANIFEST_DIR"),
-    )
-}
-
-testkit::promise_tests!(subject; 0 1 2);
+testkit::promise_tests!(binary: "ch05-profiling", lessons: 0 1 2 3 4 5);

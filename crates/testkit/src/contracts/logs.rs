@@ -23,7 +23,7 @@ fn is(line: &LogLine, message: &str, order_id: &str) -> bool {
 
 /// Waits until `service` wrote the line with `message` about `order_id`,
 /// and returns it.
-async fn wait_for_line(
+pub(crate) async fn wait_for_line(
     system: &System,
     service: Service,
     message: &str,

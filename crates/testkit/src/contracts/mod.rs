@@ -15,9 +15,13 @@ pub mod faults;
 pub mod flow;
 pub mod launcher;
 pub mod logs;
+pub mod messaging;
 pub mod metrics;
+pub mod production;
+pub mod profiling;
 pub mod progress;
 pub mod rejections;
+pub mod traces;
 
 /// One promise of a chapter, as `cargo xtask check` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,18 +88,29 @@ mod registry;
 
 pub use registry::promises;
 
-/// A chapter's e2e tests: `promise_tests!(subject; 0 1 2 3)` makes a
+/// A chapter's e2e tests, in its `tests/e2e/main.rs`:
+/// `promise_tests!(binary: "ch03-grpc-tracing", lessons: 0 1 2 3)` makes a
 /// `#[tokio::test]` of every promise of lessons 0 to 3, each calling its
-/// contract with `subject()`, plus a test that the lessons listed are
-/// every lesson up to the chapter's own.
+/// contract with the chapter's [`Subject`](crate::Subject) (its binary
+/// `env!("CARGO_BIN_EXE_<binary>")` unless `$CHAPTER_BIN` names another),
+/// plus a test that the lessons listed are every lesson up to the
+/// chapter's own.
 #[macro_export]
 macro_rules! promise_tests {
-    ($subject:ident; $($lesson:tt)+) => {
-        $($crate::__lesson_tests!($lesson, $subject);)+
+    (binary: $binary:literal, lessons: $($lesson:tt)+) => {
+        /// The chapter under test.
+        fn subject() -> $crate::Subject {
+            $crate::Subject::new(
+                env!(concat!("CARGO_BIN_EXE_", $binary)),
+                env!("CARGO_MANIFEST_DIR"),
+            )
+        }
+
+        $($crate::__lesson_tests!($lesson, subject);)+
 
         #[test]
         fn the_tests_are_the_promises_of_every_lesson_so_far() {
-            $crate::contracts::assert_lessons(&$subject(), &[$($lesson),+]);
+            $crate::contracts::assert_lessons(&subject(), &[$($lesson),+]);
         }
     };
 }

@@ -178,4 +178,254 @@ define_promises! { $
             }
         }
     }
+    3 {
+        traces {
+            one_order_as_its_spans_show_it {
+                claim: "one order's spans, HTTP, gRPC client and server, SQLite, with their \
+                    attributes and error statuses, as the snapshot shows",
+                diagnosis: "a span missing or misnamed, an attribute off the semantic conventions, \
+                    an error status missing on a failure (or set on logic's NotFound, an answer), \
+                    or the order in more traces than the snapshot: compare the two trees",
+                section: "03-grpc-tracing.md#what-you-see",
+            }
+            otel_service_name_wins_in_the_spans {
+                claim: "OTEL_SERVICE_NAME names the service in its spans; the log field keeps \
+                    the service's own word",
+                diagnosis: "service.name set by hand over what the SDK reads from the \
+                    environment, or the log field `service` taken from the resource",
+                section: "03-grpc-tracing.md#the-otel_-variables",
+            }
+            the_trace_context_crosses_grpc_both_ways {
+                claim: "the trace context crosses gRPC both ways: each server span is the child \
+                    of its client span, in its trace",
+                diagnosis: "each service in its own trace: no propagator installed, the client \
+                    does not inject, or the server span is not parented because set_parent runs \
+                    after the span was entered; a parent other than the client span: the \
+                    interceptor injects outside the client span",
+                section: "03-grpc-tracing.md#inject-a-client-interceptor",
+            }
+            sigterm_sends_the_spans_still_queued {
+                claim: "a service stopped with SIGTERM still sends its last spans",
+                diagnosis: "spans missing after exit: no shutdown or flush of the tracer \
+                    provider, so the batch processor's queue is lost; call Telemetry::shutdown \
+                    once the server has stopped",
+                section: "03-grpc-tracing.md#sending-the-last-spans-at-exit",
+            }
+            a_malformed_traceparent_starts_a_fresh_trace {
+                claim: "a malformed traceparent starts a fresh root trace, and the request goes \
+                    through",
+                diagnosis: "an invalid context taken over as the parent, or a failed extraction \
+                    that fails or slows the request",
+                section: "03-grpc-tracing.md#pitfalls",
+            }
+            a_sampler_of_zero_keeps_only_the_traces_callers_keep {
+                claim: "a sampler of 0 keeps no trace a service starts, and every trace a caller \
+                    keeps",
+                diagnosis: "a sampler that is not parent-based, OTEL_TRACES_SAMPLER not read, or \
+                    traceresponse not giving the sampled flag",
+                section: "03-grpc-tracing.md#sampling",
+            }
+            with_no_collector_orders_complete_as_fast_as_ever {
+                claim: "with no collector, orders complete as fast as ever and each service \
+                    warns once",
+                diagnosis: "spans sent on the request's path (a simple span processor instead of \
+                    the batch one), or every failed batch logged, or the SDK's errors on stderr",
+                section: "03-grpc-tracing.md#pitfalls",
+            }
+            a_collector_away_is_logged_once_and_its_return_once {
+                claim: "a collector away is logged once, and its return once, with the spans lost",
+                diagnosis: "export failures logged per batch instead of on a change, or the \
+                    return and the number of lost spans never logged",
+                section: "03-grpc-tracing.md#pitfalls",
+            }
+            rust_log_trace_traces_no_library {
+                claim: "RUST_LOG=trace shows the libraries' lines, and no span but the \
+                    services' own",
+                diagnosis: "the exporter tracing its own exports: spans of h2, hyper, tonic or \
+                    tower let through when RUST_LOG allows them; filter them out of the tracing \
+                    layer whatever the level",
+                section: "03-grpc-tracing.md#pitfalls",
+            }
+        }
+    }
+    4 {
+        messaging {
+            by_default_one_order_is_one_trace_across_nats {
+                claim: "one order is one trace: the consumer span is the producer span's child \
+                    and links to it",
+                diagnosis: "the consumer span neither child of nor linked to the producer: the \
+                    context is not injected into the message's headers or not extracted from \
+                    them (no propagator, or set_parent after the consumer span was entered)",
+                section: "04-nats-tracing.md#what-you-see",
+            }
+            the_message_carries_a_traceparent_on_the_wire {
+                claim: "the message carries a traceparent naming the order's trace and the \
+                    publish span",
+                diagnosis: "no headers sent with the publish, or headers built before the \
+                    producer span started, so they name CreateOrder's span",
+                section: "04-nats-tracing.md#inject-into-the-messages-headers",
+            }
+            every_line_about_an_order_carries_one_trace_id {
+                claim: "every line about an order, in every service, carries the order's trace id",
+                diagnosis: "task's lines written outside the consumer span, or the context not \
+                    carried over NATS",
+                section: "04-nats-tracing.md#pitfalls",
+            }
+            with_trace_relation_link_each_message_is_a_trace_that_links {
+                claim: "with --trace-relation link each delivery is the root of its own trace, \
+                    linked to the publish",
+                diagnosis: "the switch is ignored: the consumer span still takes the producer as \
+                    its parent",
+                section: "04-nats-tracing.md#child-or-link",
+            }
+            a_link_points_at_the_producer_span {
+                claim: "the link names the producer span's trace id and span id exactly",
+                diagnosis: "the link built from the current span instead of the extracted \
+                    context, or TRACE_RELATION not read from the environment",
+                section: "04-nats-tracing.md#child-or-link",
+            }
+            each_delivery_is_a_span_of_its_own {
+                claim: "each delivery is a span of its own in the order's trace, numbered; a \
+                    failed one is an error",
+                diagnosis: "one span for every delivery, the delivery count not read from the \
+                    message, or a nak not recorded as an error",
+                section: "04-nats-tracing.md#redelivery-one-span-per-delivery",
+            }
+            a_malformed_traceparent_in_a_message_starts_a_fresh_trace {
+                claim: "a message with a malformed traceparent starts a fresh trace, unlinked, \
+                    and is handled",
+                diagnosis: "an invalid context used as parent or link, or a failed extraction \
+                    that fails the delivery",
+                section: "04-nats-tracing.md#pitfalls",
+            }
+        }
+    }
+    5 {
+        profiling {
+            a_cpu_profile_under_load_names_the_packing_work {
+                claim: "a CPU profile under load is gzipped pprof and names the packing work",
+                diagnosis: "not gzipped pprof, other sample types, or the profiler's own frames \
+                    (backtrace::) on top of every stack instead of the work",
+                section: "05-profiling.md#the-cpu-profile",
+            }
+            a_flamegraph_is_svg_naming_the_packing_work {
+                claim: "a flame graph is SVG with a box for the packing work",
+                diagnosis: "not well-formed SVG, the wrong content type, or a graph of another \
+                    profile than the one just taken",
+                section: "05-profiling.md#the-flame-graph",
+            }
+            a_heap_profile_decodes_with_space_in_use {
+                claim: "each service serves a heap profile of the space in use",
+                diagnosis: "no heap profile: the system allocator instead of jemalloc, or \
+                    prof:true missing from malloc_conf (the endpoint answers 501)",
+                section: "05-profiling.md#the-heap-profile",
+            }
+            the_runtime_view_and_the_index_describe_the_process {
+                claim: "the runtime view describes the workers, and the index lists every profile",
+                diagnosis: "a field or a worker missing from the runtime view, or an endpoint \
+                    missing from the index",
+                section: "05-profiling.md#the-runtime-view",
+            }
+            profiles_are_never_on_the_public_port {
+                claim: "profiles are served on the admin port only, never on the public one",
+                diagnosis: "a profile endpoint on the public port: the profiling routes merged \
+                    into the API's router instead of the admin router",
+                section: "05-profiling.md#the-routes-on-the-admin-port-only",
+            }
+            bad_or_out_of_range_parameters_get_400 {
+                claim: "a bad or out-of-range parameter gets a JSON 400",
+                diagnosis: "a parameter clamped or ignored instead of refused, or refused \
+                    without a JSON error",
+                section: "05-profiling.md#errors-and-bounds",
+            }
+            a_second_cpu_profile_at_the_same_time_gets_409 {
+                claim: "a second CPU profile at the same time gets a 409 at once",
+                diagnosis: "two profilers allowed at once, or the second waits for the first \
+                    instead of being refused",
+                section: "05-profiling.md#one-cpu-profile-at-a-time",
+            }
+            orders_keep_completing_while_a_profile_runs {
+                claim: "orders keep completing while a profile runs",
+                diagnosis: "the profile blocks a runtime worker (std::thread::sleep, or the \
+                    report built on the runtime): wait with tokio and build on the blocking pool",
+                section: "05-profiling.md#overhead-and-safety",
+            }
+        }
+    }
+    6 {
+        production {
+            help_documents_every_setting_and_the_otel_variables {
+                claim: "every --help documents every flag with its variable, the OTEL_* \
+                    variables, RUST_LOG, health and shutdown, and never shows the token",
+                diagnosis: "a flag without `env`, a setting left out of the help text, or a \
+                    default taken from the token's value",
+                section: "final.md#configuration",
+            }
+            the_top_level_help_lists_the_subcommands {
+                claim: "the top-level help lists gateway, logic, task and all",
+                diagnosis: "a subcommand hidden or renamed",
+                section: "final.md#configuration",
+            }
+            a_bad_flag_is_refused_with_the_usage {
+                claim: "a bad flag is refused at start with the usage, exit code 2",
+                diagnosis: "a value checked only later, when it is used, or a bad value replaced \
+                    by the default",
+                section: "final.md#configuration",
+            }
+            readiness_follows_nats_and_liveness_does_not {
+                claim: "readiness follows NATS, liveness does not",
+                diagnosis: "/readyz does not ask the NATS connection, or /healthz does, so a \
+                    NATS outage restarts every service",
+                section: "final.md#health-and-readiness",
+            }
+            readyz_answers_503_once_a_shutdown_begins {
+                claim: "from SIGTERM on, /readyz answers 503 while the service keeps serving",
+                diagnosis: "readiness not turned off at the signal, or the service stops serving \
+                    before --shutdown-delay-ms is over",
+                section: "final.md#health-and-readiness",
+            }
+            the_shutdown_is_logged_with_trace_ids {
+                claim: "each service logs its shutdown, in a span",
+                diagnosis: "the shutdown lines written outside any span, so without trace_id",
+                section: "final.md#graceful-shutdown",
+            }
+            sigterm_on_the_gateway_under_load_drains_without_a_5xx {
+                claim: "SIGTERM on the gateway under load answers every request it read, no 5xx, \
+                    and sends their spans",
+                diagnosis: "the server dropped instead of shut down gracefully, or telemetry \
+                    shut down before the requests in flight ended",
+                section: "final.md#graceful-shutdown",
+            }
+            sigterm_on_logic_under_load_loses_no_accepted_order {
+                claim: "SIGTERM on logic under load answers every call it received and loses no \
+                    accepted order",
+                diagnosis: "calls in flight cut off at the signal, or the outbox not flushed \
+                    before the exit",
+                section: "final.md#graceful-shutdown",
+            }
+            sigterm_on_task_finishes_the_messages_in_hand_and_loses_none {
+                claim: "SIGTERM on task finishes and acks the messages in hand, and pulls no more",
+                diagnosis: "the consumer dropped with messages in hand, or still pulling after \
+                    the signal, so deliveries are redone or lost",
+                section: "final.md#graceful-shutdown",
+            }
+            every_metric_the_dashboards_and_rules_read_is_exposed {
+                claim: "every metric the dashboards and alerts read is exposed",
+                diagnosis: "a metric renamed or removed in the code and not in config/, or the \
+                    other way round",
+                section: "stack.md#what-is-checked-without-docker",
+            }
+            lokis_derived_field_finds_the_trace_id_of_real_log_lines {
+                claim: "Loki's derived field finds the trace id of every real log line",
+                diagnosis: "the log line's trace_id field renamed or reformatted, or the regex in \
+                    the data source changed",
+                section: "stack.md#from-one-pillar-to-the-other",
+            }
+            the_compose_file_builds_the_services_from_this_dockerfile {
+                claim: "docker compose builds the services from final/Dockerfile",
+                diagnosis: "the compose file points at another Dockerfile, or it moved",
+                section: "final.md#the-dockerfile",
+            }
+        }
+    }
 }

@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use testkit::logs::{self, str_field};
-use testkit::otlp::ReceivedSpan;
-use testkit::{Api, DEADLINE, Service, System, order_body, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::traces::{CREATE_ORDER, sent, system};
+use crate::contracts::traces::{CREATE_ORDER, sent, system, trace_response_ids};
+use crate::logs::{self, str_field};
+use crate::otlp::ReceivedSpan;
+use crate::{Api, DEADLINE, Service, Subject, System, order_body, wait_for};
 
 /// The latency of the link in front of the service called.
 const LATENCY: Duration = Duration::from_millis(100);
@@ -220,12 +220,7 @@ async fn shoot(api: &Api, n: usize) -> Shot {
     let outcome = match request.send().await {
         Ok(response) => {
             let status = response.status();
-            let trace = response
-                .headers()
-                .get("traceresponse")
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.split('-').nth(1))
-                .map(str::to_owned);
+            let trace = trace_response_ids(&response).map(|(trace, _, _)| trace);
             match response.json::<Value>().await {
                 Ok(body) => Ok(Answer {
                     status,
@@ -260,14 +255,15 @@ fn summary(shots: &[Shot], signal: Instant) -> String {
     )
 }
 
-/// Waits until, for every trace, `done` holds; fails naming the traces for
-/// which it does not.
-async fn wait_for_every_trace(
-    system: &System,
-    traces: &[String],
-    what: &str,
-    done: impl Fn(&[ReceivedSpan], &str) -> bool,
-) {
+/// Waits until the spans `wanted` (service and name) of every order
+/// answered 201 have arrived; fails naming the traces that lack some.
+async fn wait_for_the_spans_of_every_201(system: &System, shots: &[Shot], wanted: &[(&str, &str)]) {
+    let traces = created_traces(shots);
+    let done = |spans: &[ReceivedSpan], trace: &str| {
+        wanted
+            .iter()
+            .all(|(service, name)| sent(spans, service, name, trace))
+    };
     let give_up = Instant::now() + DEADLINE;
     loop {
         let spans = system.spans();
@@ -277,7 +273,7 @@ async fn wait_for_every_trace(
         }
         assert!(
             Instant::now() < give_up,
-            "{} of {} orders answered 201 lack {what}: {missing:?}",
+            "{} of {} orders answered 201 lack one of {wanted:?}: {missing:?}",
             missing.len(),
             traces.len()
         );
@@ -294,28 +290,39 @@ fn created_traces(shots: &[Shot]) -> Vec<String> {
         .collect()
 }
 
-/// SIGTERM to the gateway under load: every request it had read is
-/// answered, none with a 5xx; it exits 0; and the spans of every order it
-/// answered 201 reach the collector, its own sent on the way out.
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_on_the_gateway_under_load_drains_without_a_5xx() {
+/// A system under load, logic behind the slow link, whose gateway or
+/// logic got SIGTERM after 20 answers and exited 0, while the load went on
+/// for 10 more orders: the link (to keep while the gateway calls logic),
+/// the system, every order sent, when the signal came, and a summary.
+async fn sigterm_under_load(
+    subject: &Subject,
+    service: Service,
+) -> (LatencyProxy, System, Vec<Shot>, Instant, String) {
     let link = LatencyProxy::start(LATENCY).await;
-    let mut system = system().logic_url(link.url()).start().await;
+    let mut system = system(subject).logic_url(link.url()).start().await;
     link.connect_to(system.topology.logic_grpc);
     let load = Load::start(system.api.clone());
     load.wait_for_answers(20).await;
 
     let signal = Instant::now();
-    let status = system.terminate(Service::Gateway).await;
-    load.wait_for_sent(10).await; // and on, against a closed port
+    let status = system.terminate(service).await;
+    load.wait_for_sent(10).await; // and on, against what is left
     let shots = load.stop().await;
     let summary = summary(&shots, signal);
     eprintln!(
-        "gateway: {summary}; exited {status} after {:?}",
+        "{service}: {summary}; exited {status} after {:?}",
         signal.elapsed()
     );
-
     assert!(status.success(), "{status}; {summary}");
+    (link, system, shots, signal, summary)
+}
+
+/// SIGTERM to the gateway under load: every request it had read is
+/// answered, none with a 5xx; it exits 0; and the spans of every order it
+/// answered 201 reach the collector, its own sent on the way out.
+pub async fn sigterm_on_the_gateway_under_load_drains_without_a_5xx(subject: &Subject) {
+    let (_link, system, shots, signal, summary) =
+        sigterm_under_load(subject, Service::Gateway).await;
     let failed: Vec<&Shot> = shots
         .iter()
         .filter(|s| s.status().is_some_and(|status| status.is_server_error()))
@@ -334,42 +341,20 @@ async fn sigterm_on_the_gateway_under_load_drains_without_a_5xx() {
         "no request was in flight at the signal: {summary}"
     );
 
-    let traces = created_traces(&shots);
-    wait_for_every_trace(
-        &system,
-        &traces,
-        "the gateway's POST span and logic's CreateOrder span",
-        |spans, trace| {
-            sent(spans, "gateway", "POST /orders", trace)
-                && sent(spans, "gateway", CREATE_ORDER, trace)
-                && sent(spans, "logic", CREATE_ORDER, trace)
-        },
-    )
-    .await;
+    let wanted = [
+        ("gateway", "POST /orders"),
+        ("gateway", CREATE_ORDER),
+        ("logic", CREATE_ORDER),
+    ];
+    wait_for_the_spans_of_every_201(&system, &shots, &wanted).await;
 }
 
 /// SIGTERM to logic under load: every call sent before the signal is
 /// answered and its order created; logic exits 0; every order answered 201
 /// has its spans, and once logic is back every one of them completes.
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_on_logic_under_load_loses_no_accepted_order() {
-    let link = LatencyProxy::start(LATENCY).await;
-    let mut system = system().logic_url(link.url()).start().await;
-    link.connect_to(system.topology.logic_grpc);
-    let load = Load::start(system.api.clone());
-    load.wait_for_answers(20).await;
-
-    let signal = Instant::now();
-    let status = system.terminate(Service::Logic).await;
-    load.wait_for_sent(10).await;
-    let shots = load.stop().await;
-    let summary = summary(&shots, signal);
-    eprintln!(
-        "logic: {summary}; exited {status} after {:?}",
-        signal.elapsed()
-    );
-
-    assert!(status.success(), "{status}; {summary}");
+pub async fn sigterm_on_logic_under_load_loses_no_accepted_order(subject: &Subject) {
+    let (_link, mut system, shots, signal, summary) =
+        sigterm_under_load(subject, Service::Logic).await;
     // Sent before the signal: received by logic, or on their way through
     // the link and still let in before its final GOAWAY, and answered.
     let dropped: Vec<&Shot> = shots
@@ -394,18 +379,12 @@ async fn sigterm_on_logic_under_load_loses_no_accepted_order() {
         .collect();
     assert!(unexpected.is_empty(), "{unexpected:#?}; {summary}");
 
-    let traces = created_traces(&shots);
-    wait_for_every_trace(
-        &system,
-        &traces,
-        "logic's CreateOrder and INSERT spans",
-        |spans, trace| {
-            sent(spans, "gateway", "POST /orders", trace)
-                && sent(spans, "logic", CREATE_ORDER, trace)
-                && sent(spans, "logic", "INSERT orders", trace)
-        },
-    )
-    .await;
+    let wanted = [
+        ("gateway", "POST /orders"),
+        ("logic", CREATE_ORDER),
+        ("logic", "INSERT orders"),
+    ];
+    wait_for_the_spans_of_every_201(&system, &shots, &wanted).await;
 
     system.restart(Service::Logic).await;
     for shot in &shots {
@@ -421,10 +400,9 @@ async fn sigterm_on_logic_under_load_loses_no_accepted_order() {
 /// finishes (and acks) those in hand, and exits 0; meanwhile the API goes
 /// on accepting orders. Once task is back, every order accepted completes,
 /// and none of those it finished while stopping is delivered again.
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_on_task_finishes_the_messages_in_hand_and_loses_none() {
+pub async fn sigterm_on_task_finishes_the_messages_in_hand_and_loses_none(subject: &Subject) {
     let link = LatencyProxy::start(LATENCY).await;
-    let mut system = system()
+    let mut system = system(subject)
         .arg(
             Service::Task,
             format!("--gateway-callback-url={}", link.url()),
@@ -501,9 +479,8 @@ async fn sigterm_on_task_finishes_the_messages_in_hand_and_loses_none() {
 
 /// The shutdown log lines are in a span, as every line is: a collector of
 /// logs that joins on `trace_id` finds them too.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_shutdown_is_logged_with_trace_ids() {
-    let mut system = System::start(crate::FINAL_BIN).await;
+pub async fn the_shutdown_is_logged_with_trace_ids(subject: &Subject) {
+    let mut system = subject.start().await;
     for service in Service::ALL {
         assert!(system.terminate(service).await.success(), "{service}");
         let lines = logs::parse_all(&system.stdout(service));

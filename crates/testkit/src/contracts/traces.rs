@@ -1,42 +1,32 @@
 //! Chapter 03's lesson, checked at a real OTLP receiver: the spans of one
-//! order, one trace from the gateway to logic's database; the context in
-//! gRPC metadata both ways; the `traceresponse` header; a hostile
-//! `traceparent`; a collector that is down; SIGTERM; the sampler.
+//! order, one trace from the gateway to logic's database and, once chapter
+//! 04 carries the context over NATS, on to task and back to the gateway;
+//! the context in gRPC metadata both ways; the `traceresponse` header; a
+//! hostile `traceparent`; a collector that is down; SIGTERM; the sampler.
+//! Chapter 04's own checks are in `messaging`.
 
 use std::time::{Duration, Instant};
 
+use crate::logs::{self, is_span_id, is_trace_id, str_field};
+use crate::otlp::{ReceivedSpan, render_trace, span_id_hex, trace_id_bytes, trace_id_hex};
+use crate::{
+    Api, DEADLINE, OtlpReceiver, Service, Subject, System, SystemBuilder, order_body, wait_for,
+};
 use futures::StreamExt;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
 use reqwest::{Method, StatusCode};
-use testkit::logs::{self, is_span_id, is_trace_id, str_field};
-use testkit::otlp::{ReceivedSpan, render_trace, span_id_hex, trace_id_bytes, trace_id_hex};
-use testkit::{Api, DEADLINE, Service, System, SystemBuilder, order_body, wait_for};
-use tokio_stream::wrappers::TcpListenerStream;
-
-use crate::CHAPTER_BIN;
 
 /// A system whose services send their spans every 100 ms rather than every
 /// 5 s, so that the tests wait less.
-fn system() -> SystemBuilder {
-    System::builder(CHAPTER_BIN).env("OTEL_BSP_SCHEDULE_DELAY", "100")
+pub(crate) fn system(subject: &Subject) -> SystemBuilder {
+    subject.system().env("OTEL_BSP_SCHEDULE_DELAY", "100")
 }
 
-/// The ids a `traceresponse` header names: trace id, span id, flags.
-fn trace_response(response: &reqwest::Response) -> (String, String, String) {
-    let header = response
-        .headers()
-        .get("traceresponse")
-        .expect("a traceresponse header")
-        .to_str()
-        .unwrap();
+/// The ids a W3C `traceparent` or `traceresponse` value names, checked:
+/// trace id, span id, flags.
+pub(crate) fn trace_context(header: &str) -> (String, String, String) {
     let parts: Vec<&str> = header.split('-').collect();
     let [version, trace_id, span_id, flags] = parts[..] else {
-        panic!("traceresponse {header:?} is not version-trace-span-flags")
+        panic!("{header:?} is not version-trace-span-flags")
     };
     assert_eq!(version, "00", "{header}");
     assert!(is_trace_id(trace_id), "{header}");
@@ -45,9 +35,32 @@ fn trace_response(response: &reqwest::Response) -> (String, String, String) {
     (trace_id.to_owned(), span_id.to_owned(), flags.to_owned())
 }
 
+/// The ids the response's `traceresponse` header names, if it has one.
+pub(crate) fn trace_response_ids(response: &reqwest::Response) -> Option<(String, String, String)> {
+    let header = response.headers().get("traceresponse")?;
+    Some(trace_context(header.to_str().ok()?))
+}
+
+/// The ids the response's `traceresponse` header names: trace id, span
+/// id, flags.
+pub(crate) fn trace_response(response: &reqwest::Response) -> (String, String, String) {
+    trace_response_ids(response).expect("a traceresponse header")
+}
+
+/// Sends `request`, checks that it is answered `status`, and returns the
+/// trace its `traceresponse` names.
+async fn traced(request: reqwest::RequestBuilder, status: StatusCode) -> String {
+    let response = request.send().await.expect("an HTTP answer");
+    assert_eq!(response.status(), status, "{}", response.url());
+    trace_response(&response).0
+}
+
 /// `POST /orders` with a valid order and, if given, a `traceparent`; returns
 /// the order id and what the `traceresponse` header names.
-async fn post_order(api: &Api, traceparent: Option<&str>) -> (String, (String, String, String)) {
+pub(crate) async fn post_order(
+    api: &Api,
+    traceparent: Option<&str>,
+) -> (String, (String, String, String)) {
     let mut request = api
         .request(Method::POST, "/orders")
         .json(&order_body("1001", "A001", 2));
@@ -61,20 +74,43 @@ async fn post_order(api: &Api, traceparent: Option<&str>) -> (String, (String, S
     (body["order_id"].as_str().unwrap().to_owned(), ids)
 }
 
-const CREATE_ORDER: &str = "orders.v1.OrderService/CreateOrder";
-const PUSH_RESULT: &str = "orders.v1.GatewayCallback/PushResult";
+/// Starts `system`, places one order and waits until it is handled and
+/// `done(spans, order id, trace)` holds for the spans received: the system,
+/// the order id, what `traceresponse` named, and the spans.
+pub(crate) async fn one_order_traced(
+    system: SystemBuilder,
+    done: impl Fn(&[ReceivedSpan], &str, &str) -> bool,
+) -> (System, String, (String, String, String), Vec<ReceivedSpan>) {
+    let system = system.start().await;
+    let (order_id, ids) = post_order(&system.api, None).await;
+    system.api.wait_until_handled(&order_id).await;
+    let spans = system
+        .wait_for_spans("the spans of the order", |spans| {
+            done(spans, &order_id, &ids.0)
+        })
+        .await;
+    (system, order_id, ids, spans)
+}
+
+pub(crate) const CREATE_ORDER: &str = "orders.v1.OrderService/CreateOrder";
+pub(crate) const PUSH_RESULT: &str = "orders.v1.GatewayCallback/PushResult";
 
 /// Has `service` sent its span `name` of trace `trace`? A service sends its
 /// spans in the order they end, so once the span that ends last arrived,
 /// the others have too.
-fn sent(spans: &[ReceivedSpan], service: &str, name: &str, trace: &str) -> bool {
+pub(crate) fn sent(spans: &[ReceivedSpan], service: &str, name: &str, trace: &str) -> bool {
     spans.iter().any(|s| {
         s.service == service && s.span.name == name && trace_id_hex(&s.span.trace_id) == trace
     })
 }
 
 /// The span of `service` named `name`, in trace `trace`.
-fn find<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str, trace: &str) -> &'a ReceivedSpan {
+pub(crate) fn find<'a>(
+    spans: &'a [ReceivedSpan],
+    service: &str,
+    name: &str,
+    trace: &str,
+) -> &'a ReceivedSpan {
     spans
         .iter()
         .find(|s| {
@@ -84,22 +120,8 @@ fn find<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str, trace: &str) -
 }
 
 /// A span attribute as text.
-fn attribute(span: &ReceivedSpan, key: &str) -> Option<String> {
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    let value = span
-        .span
-        .attributes
-        .iter()
-        .find(|kv| kv.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()?;
-    Some(match value {
-        Value::StringValue(s) => s.clone(),
-        Value::IntValue(i) => i.to_string(),
-        other => format!("{other:?}"),
-    })
+pub(crate) fn attribute(span: &ReceivedSpan, key: &str) -> Option<String> {
+    crate::otlp::attribute(&span.span, key)
 }
 
 /// The trace task's handling of `order_id` started.
@@ -131,26 +153,20 @@ const ATTRIBUTES: &[&str] = &[
 ];
 
 /// One order, as the spans the services sent show it: the trace of the
-/// `POST`, from the gateway through logic to its database; and the trace of
-/// task's handling, which its callback to the gateway continues. Then the
+/// `POST`, from the gateway through logic to its database; task's handling
+/// and its callback to the gateway, a trace of its own in chapter 03, in
+/// the order's since chapter 04 carries the context over NATS. Then the
 /// `GET` of an order that does not exist: an error for the gateway's call,
 /// not for logic, which answered as it should; and a `POST` while logic is
 /// down: an error for the gateway's call and for its request.
-#[tokio::test(flavor = "multi_thread")]
-async fn one_order_as_its_spans_show_it() {
-    let mut system = system().start().await;
+pub async fn one_order_as_its_spans_show_it(subject: &Subject) {
+    let mut system = system(subject).start().await;
     let (order_id, (post_trace, _, flags)) = post_order(&system.api, None).await;
     assert_eq!(flags, "01", "sampled: every trace is kept by default");
     system.api.wait_until_handled(&order_id).await;
-    let missing = "00000000-0000-0000-0000-000000000000";
-    let response = system
-        .api
-        .request(Method::GET, &format!("/orders/{missing}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let (get_trace, _, _) = trace_response(&response);
+    let missing = "/orders/00000000-0000-0000-0000-000000000000";
+    let get = system.api.request(Method::GET, missing);
+    let get_trace = traced(get, StatusCode::NOT_FOUND).await;
 
     let spans = system
         .wait_for_spans("the spans of the order and of the GET", |spans| {
@@ -168,17 +184,13 @@ async fn one_order_as_its_spans_show_it() {
         })
         .await;
     let task = task_trace(&spans, &order_id).unwrap();
+    let one_trace = task == post_trace;
+    assert_eq!(one_trace, subject.has(4), "one trace per order since 04");
 
     system.stop(Service::Logic).await;
-    let response = system
-        .api
-        .request(Method::POST, "/orders")
-        .json(&order_body("1001", "A001", 2))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let (down_trace, _, _) = trace_response(&response);
+    let post = system.api.request(Method::POST, "/orders");
+    let post = post.json(&order_body("1001", "A001", 2));
+    let down_trace = traced(post, StatusCode::SERVICE_UNAVAILABLE).await;
     let spans = system
         .wait_for_spans("the spans of the POST while logic is down", |spans| {
             sent(spans, "gateway", "POST /orders", &down_trace)
@@ -190,32 +202,32 @@ async fn one_order_as_its_spans_show_it() {
         let bytes = trace_id_bytes(trace).unwrap_or_else(|| panic!("{trace} is no trace id"));
         render_trace(&spans, &bytes, ATTRIBUTES, &redact)
     };
-    let snapshot = format!(
-        "POST /orders, the trace the gateway named in traceresponse:\n{}\n\
-         task's handling of the order, a trace of its own:\n{}\n\
-         GET /orders/{{order_id}} of an order that does not exist:\n{}\n\
+    let mut snapshot = format!(
+        "POST /orders, the trace the gateway named in traceresponse:\n{}\n",
+        render(&post_trace)
+    );
+    if !one_trace {
+        snapshot += "task's handling of the order, a trace of its own:\n";
+        snapshot += &format!("{}\n", render(&task));
+    }
+    snapshot += &format!(
+        "GET /orders/{{order_id}} of an order that does not exist:\n{}\n\
          POST /orders while logic is down:\n{}",
-        render(&post_trace),
-        render(&task),
         render(&get_trace),
         render(&down_trace),
     );
-    insta::assert_snapshot!("one_order", snapshot);
+    subject.assert_snapshot("e2e__traces__one_order", &[3, 4], &snapshot);
 }
 
 /// gateway -> logic and task -> gateway: the server's span is the child of
 /// the client's, in the client's trace, and the log lines of both sides
-/// carry that trace id.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_trace_context_crosses_grpc_both_ways() {
-    let system = system().start().await;
-    let (order_id, (trace, span, _)) = post_order(&system.api, None).await;
-    system.api.wait_until_handled(&order_id).await;
-    let spans = system
-        .wait_for_spans("the spans of the order", |spans| {
-            sent(spans, "gateway", "POST /orders", &trace)
-                && sent(spans, "logic", CREATE_ORDER, &trace)
-                && task_trace(spans, &order_id)
+/// carry that trace id: task's in chapter 03, the order's since 04.
+pub async fn the_trace_context_crosses_grpc_both_ways(subject: &Subject) {
+    let (system, order_id, (trace, span, _), spans) =
+        one_order_traced(system(subject), |spans, order_id, trace| {
+            sent(spans, "gateway", "POST /orders", trace)
+                && sent(spans, "logic", CREATE_ORDER, trace)
+                && task_trace(spans, order_id)
                     .is_some_and(|task| sent(spans, "gateway", PUSH_RESULT, &task))
         })
         .await;
@@ -234,9 +246,15 @@ async fn the_trace_context_crosses_grpc_both_ways() {
     assert_eq!(client.span.parent_span_id, post.span.span_id);
     assert_eq!(server.span.parent_span_id, client.span.span_id);
 
-    // task -> gateway: a trace of task's, which the gateway continues.
+    // task -> gateway: a trace of task's, or since 04 the order's, which
+    // NATS carried to task; the gateway continues it.
     let task = task_trace(&spans, &order_id).unwrap();
-    assert_ne!(task, trace, "NATS does not carry the context yet");
+    let over_nats = task == trace;
+    assert_eq!(
+        over_nats,
+        subject.has(4),
+        "NATS carries the context since 04"
+    );
     let method = PUSH_RESULT;
     let client = find(&spans, "task", method, &task);
     let server = find(&spans, "gateway", method, &task);
@@ -262,9 +280,8 @@ async fn the_trace_context_crosses_grpc_both_ways() {
 
 /// A `traceparent` that is not one starts a fresh trace, and the request
 /// goes through.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_malformed_traceparent_starts_a_fresh_trace() {
-    let system = system().start().await;
+pub async fn a_malformed_traceparent_starts_a_fresh_trace(subject: &Subject) {
+    let system = system(subject).start().await;
     let valid_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let malformed = [
         "garbage".to_owned(),
@@ -316,11 +333,10 @@ fn lines_about_spans(system: &System, service: Service) -> Vec<String> {
 
 /// With no collector listening, 100 orders go through as fast as ever, and
 /// each service says once that its spans are dropped.
-#[tokio::test(flavor = "multi_thread")]
-async fn with_no_collector_orders_complete_as_fast_as_ever() {
+pub async fn with_no_collector_orders_complete_as_fast_as_ever(subject: &Subject) {
     let nobody = orders::ports::reserve().unwrap();
     let endpoint = format!("http://127.0.0.1:{nobody}");
-    let system = system()
+    let system = system(subject)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .start()
         .await;
@@ -379,27 +395,13 @@ async fn with_no_collector_orders_complete_as_fast_as_ever() {
     }
 }
 
-/// A collector that answers every export, on a port of the test's choosing.
-struct Collector;
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        _: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
 /// However many batches fail while the collector is away, a service writes
 /// two lines: one when sending starts to fail, one when it works again, with
 /// the number of spans lost in between. Here every span is a batch of its
 /// own and a failed batch is given up at once, so dozens fail.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_collector_away_is_logged_once_and_its_return_once() {
+pub async fn a_collector_away_is_logged_once_and_its_return_once(subject: &Subject) {
     let port = orders::ports::reserve().unwrap();
-    let system = system()
+    let system = system(subject)
         .env(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             format!("http://127.0.0.1:{port}"),
@@ -414,14 +416,7 @@ async fn a_collector_away_is_logged_once_and_its_return_once() {
             .place_order(&order_body(&format!("u{i}"), "A001", 1))
             .await;
     }
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(Collector))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let _collector = OtlpReceiver::start_on(port).await.unwrap();
     let order_id = system.api.place_order(&order_body("1001", "A001", 1)).await;
     system.api.wait_until_handled(&order_id).await;
 
@@ -445,9 +440,9 @@ async fn a_collector_away_is_logged_once_and_its_return_once() {
 
 /// A service stopped right after a request still sends that request's spans:
 /// they leave on the way out, not at the next batch, 60 s later.
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_sends_the_spans_still_queued() {
-    let mut system = System::builder(CHAPTER_BIN)
+pub async fn sigterm_sends_the_spans_still_queued(subject: &Subject) {
+    let mut system = subject
+        .system()
         .env("OTEL_BSP_SCHEDULE_DELAY", "60000")
         .start()
         .await;
@@ -468,9 +463,8 @@ async fn sigterm_sends_the_spans_still_queued() {
 /// `parentbased_traceidratio` with a ratio of 0 keeps no trace a service
 /// starts, and still every trace a caller started and chose to keep (flags
 /// `01`). The log lines keep their trace ids either way.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_sampler_of_zero_keeps_only_the_traces_callers_keep() {
-    let mut system = system()
+pub async fn a_sampler_of_zero_keeps_only_the_traces_callers_keep(subject: &Subject) {
+    let mut system = system(subject)
         .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
         .env("OTEL_TRACES_SAMPLER_ARG", "0")
         .start()
@@ -517,9 +511,11 @@ async fn a_sampler_of_zero_keeps_only_the_traces_callers_keep() {
 
 /// `OTEL_SERVICE_NAME` names the service in its spans, as in every
 /// OpenTelemetry SDK; the log field `service` keeps the service's own word.
-#[tokio::test(flavor = "multi_thread")]
-async fn otel_service_name_wins_in_the_spans() {
-    let system = system().env("OTEL_SERVICE_NAME", "shop").start().await;
+pub async fn otel_service_name_wins_in_the_spans(subject: &Subject) {
+    let system = system(subject)
+        .env("OTEL_SERVICE_NAME", "shop")
+        .start()
+        .await;
     let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
     let spans = system
         .wait_for_spans("the spans of the order", |spans| {
@@ -540,13 +536,13 @@ async fn otel_service_name_wins_in_the_spans() {
 /// `RUST_LOG=trace` turns on the libraries' lines, never their spans: the
 /// exporter's own HTTP/2 traffic is not traced, or every batch sent would
 /// make more spans to send.
-#[tokio::test(flavor = "multi_thread")]
-async fn rust_log_trace_traces_no_library() {
-    let system = system().env("RUST_LOG", "trace").start().await;
+pub async fn rust_log_trace_traces_no_library(subject: &Subject) {
+    let system = system(subject).env("RUST_LOG", "trace").start().await;
     let (_, (trace, _, _)) = post_order(&system.api, None).await;
     let spans = system
         .wait_for_spans("the spans of the order", |spans| {
             sent(spans, "logic", "INSERT orders", &trace)
+                && sent(spans, "gateway", "POST /orders", &trace)
         })
         .await;
     let h2_lines = logs::parse_all(&system.stdout(Service::Gateway))
@@ -554,10 +550,14 @@ async fn rust_log_trace_traces_no_library() {
         .filter(|line| str_field(line, "target").is_some_and(|t| t.starts_with("h2")))
         .count();
     assert!(h2_lines > 0, "RUST_LOG=trace shows h2's lines");
+    // The chapter's own crate: that of the gateway's request span.
+    let post = find(&spans, "gateway", "POST /orders", &trace);
+    let target = attribute(post, "target").expect("a span's target");
+    let own = target.split("::").next().unwrap();
     let libraries: Vec<String> = spans
         .iter()
         .filter_map(|s| attribute(s, "target"))
-        .filter(|target| !target.starts_with("ch03_grpc_tracing"))
+        .filter(|target| target.split("::").next() != Some(own))
         .collect();
     assert!(libraries.is_empty(), "spans of libraries: {libraries:?}");
 }

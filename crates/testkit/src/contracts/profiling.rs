@@ -9,13 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::{Api, Service, Subject, System, order_body};
 use futures::future::join_all;
 use pprof::protos::{Message, Profile};
 use reqwest::{StatusCode, header};
 use serde_json::Value;
-use testkit::{Api, Service, System, order_body};
-
-use crate::FINAL_BIN;
 
 /// The names the task's CPU-bound work goes by in a profile.
 const PACKING: [&str; 2] = ["plan_packing", "mix"];
@@ -139,9 +137,8 @@ async fn assert_json_error(response: reqwest::Response, status: StatusCode) -> S
         .to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_cpu_profile_under_load_names_the_packing_work() {
-    let system = System::start(FINAL_BIN).await;
+pub async fn a_cpu_profile_under_load_names_the_packing_work(subject: &Subject) {
+    let system = subject.start().await;
     let load = Load::start(&system.api);
 
     let profile = cpu_profile(&system, Service::Task, 2).await;
@@ -163,9 +160,8 @@ async fn a_cpu_profile_under_load_names_the_packing_work() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_flamegraph_is_svg_naming_the_packing_work() {
-    let system = System::start(FINAL_BIN).await;
+pub async fn a_flamegraph_is_svg_naming_the_packing_work(subject: &Subject) {
+    let system = subject.start().await;
     let load = Load::start(&system.api);
 
     for path in [
@@ -201,9 +197,8 @@ async fn a_flamegraph_is_svg_naming_the_packing_work() {
     load.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_heap_profile_decodes_with_space_in_use() {
-    let system = System::start(FINAL_BIN).await;
+pub async fn a_heap_profile_decodes_with_space_in_use(subject: &Subject) {
+    let system = subject.start().await;
     let order_id = system.api.place_order(&order_body("1001", "A001", 1)).await;
     system.api.wait_until_handled(&order_id).await;
 
@@ -229,9 +224,8 @@ async fn a_heap_profile_decodes_with_space_in_use() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_second_cpu_profile_at_the_same_time_gets_409() {
-    let system = System::start(FINAL_BIN).await;
+pub async fn a_second_cpu_profile_at_the_same_time_gets_409(subject: &Subject) {
+    let system = subject.start().await;
 
     // Both sent at once, each sampling 2 s: they overlap, so one must wait
     // its turn, and is told so at once. The gateway, another process with a
@@ -256,9 +250,8 @@ async fn a_second_cpu_profile_at_the_same_time_gets_409() {
     assert!(error.contains("already"), "{error}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_or_out_of_range_parameters_get_400() {
-    let system = System::start(FINAL_BIN).await;
+pub async fn bad_or_out_of_range_parameters_get_400(subject: &Subject) {
+    let system = subject.start().await;
 
     for query in [
         "/debug/pprof/profile?seconds=0",
@@ -282,9 +275,8 @@ async fn bad_or_out_of_range_parameters_get_400() {
     cpu_profile(&system, Service::Task, 1).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn orders_keep_completing_while_a_profile_runs() {
-    let system = System::start(FINAL_BIN).await;
+pub async fn orders_keep_completing_while_a_profile_runs(subject: &Subject) {
+    let system = subject.start().await;
 
     let profile = tokio::spawn({
         let url = format!(
@@ -319,9 +311,8 @@ async fn orders_keep_completing_while_a_profile_runs() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_runtime_view_and_the_index_describe_the_process() {
-    let system = System::start(FINAL_BIN).await;
+pub async fn the_runtime_view_and_the_index_describe_the_process(subject: &Subject) {
+    let system = subject.start().await;
 
     let response = get(&system, Service::Logic, "/debug/pprof/runtime?format=json").await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -360,9 +351,8 @@ async fn the_runtime_view_and_the_index_describe_the_process() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn profiles_are_never_on_the_public_port() {
-    let system = System::start(FINAL_BIN).await;
+pub async fn profiles_are_never_on_the_public_port(subject: &Subject) {
+    let system = subject.start().await;
     for path in [
         "/debug/pprof/",
         "/debug/pprof/heap",

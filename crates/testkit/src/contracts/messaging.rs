@@ -8,14 +8,16 @@
 
 use std::collections::BTreeSet;
 
+use crate::contracts::logs::wait_for_line;
+use crate::contracts::traces::{
+    CREATE_ORDER, PUSH_RESULT, attribute, one_order_traced, post_order, sent, system, trace_context,
+};
+use crate::logs::{self, str_field};
+use crate::otlp::{ReceivedSpan, render_trace, span_id_hex, trace_id_bytes, trace_id_hex};
+use crate::{DEADLINE, Service, Subject, wait_for};
 use async_nats::HeaderMap;
 use async_nats::jetstream::message::PublishMessage;
 use futures::StreamExt;
-use testkit::logs::{self, is_span_id, is_trace_id, str_field};
-use testkit::otlp::{ReceivedSpan, render_trace, span_id_hex, trace_id_bytes, trace_id_hex};
-use testkit::{DEADLINE, Service, wait_for};
-
-use crate::traces::{CREATE_ORDER, PUSH_RESULT, attribute, post_order, sent, system, system_of};
 
 const PUBLISH: &str = "publish orders.created";
 const PROCESS: &str = "process orders.created";
@@ -85,17 +87,13 @@ fn assert_links_to(consumer: &ReceivedSpan, producer: &ReceivedSpan) {
 /// `POST /orders` through logic's publish to task's delivery, its handling
 /// and its callback to the gateway. The consumer span is the child of the
 /// producer span and links to it as well.
-/// `same_as_chapter_05` compares what `binary` shows with chapter 05's.
-pub(crate) async fn by_default_one_order_is_one_trace_across_nats(binary: &str) -> String {
-    let system = system_of(binary).start().await;
-    let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
-    system.api.wait_until_handled(&order_id).await;
-    let spans = system
-        .wait_for_spans("every span of the order", |spans| {
-            sent(spans, "gateway", "POST /orders", &trace)
-                && sent(spans, "gateway", PUSH_RESULT, &trace)
-                && sent(spans, "logic", CREATE_ORDER, &trace)
-                && sent(spans, "task", PROCESS, &trace)
+pub async fn by_default_one_order_is_one_trace_across_nats(subject: &Subject) {
+    let (_system, order_id, (trace, _, _), spans) =
+        one_order_traced(system(subject), |spans, _, trace| {
+            sent(spans, "gateway", "POST /orders", trace)
+                && sent(spans, "gateway", PUSH_RESULT, trace)
+                && sent(spans, "logic", CREATE_ORDER, trace)
+                && sent(spans, "task", PROCESS, trace)
         })
         .await;
 
@@ -116,38 +114,28 @@ pub(crate) async fn by_default_one_order_is_one_trace_across_nats(binary: &str) 
     );
 
     let redact = |value: &str| value.replace(&order_id, "[order-1]");
-    render_trace(
+    let snapshot = render_trace(
         &spans,
         &trace_id_bytes(&trace).expect("a trace id"),
         ATTRIBUTES,
         &redact,
-    )
+    );
+    subject.assert_snapshot("e2e__messaging__one_order_parent", &[4], &snapshot);
 }
 
 /// With `--trace-relation link` each delivery starts a trace of its own
 /// that only links to the publish: the order is two traces.
-/// `same_as_chapter_05` compares what `binary` shows with chapter 05's.
-pub(crate) async fn with_trace_relation_link_each_message_is_a_trace_that_links(
-    binary: &str,
-) -> String {
-    let system = system_of(binary)
-        .arg(Service::Task, "--trace-relation=link")
-        .start()
-        .await;
-    let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
-    system.api.wait_until_handled(&order_id).await;
-    let spans = system
-        .wait_for_spans("every span of the order", |spans| {
-            sent(spans, "gateway", "POST /orders", &trace)
-                && sent(spans, "logic", CREATE_ORDER, &trace)
-                && deliveries(spans, &order_id).first().is_some_and(|process| {
-                    sent(
-                        spans,
-                        "gateway",
-                        PUSH_RESULT,
-                        &trace_id_hex(&process.span.trace_id),
-                    )
-                })
+pub async fn with_trace_relation_link_each_message_is_a_trace_that_links(subject: &Subject) {
+    let task = system(subject).arg(Service::Task, "--trace-relation=link");
+    let (_system, order_id, (trace, _, _), spans) =
+        one_order_traced(task, |spans, order_id, trace| {
+            let callback = |process: &&ReceivedSpan| {
+                let trace = trace_id_hex(&process.span.trace_id);
+                sent(spans, "gateway", PUSH_RESULT, &trace)
+            };
+            sent(spans, "gateway", "POST /orders", trace)
+                && sent(spans, "logic", CREATE_ORDER, trace)
+                && deliveries(spans, order_id).first().is_some_and(callback)
         })
         .await;
     let process = deliveries(&spans, &order_id)[0];
@@ -166,37 +154,25 @@ pub(crate) async fn with_trace_relation_link_each_message_is_a_trace_that_links(
         render(&trace_id_bytes(&trace).expect("a trace id")),
         render(&process.span.trace_id),
     );
-    snapshot
+    subject.assert_snapshot("e2e__messaging__one_order_link", &[4], &snapshot);
 }
 
 /// `TRACE_RELATION=link`: the consumer span's link names the producer
 /// span's trace id and span id, byte for byte; task's log line for the
 /// order is in the consumer's trace.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_link_points_at_the_producer_span() {
-    let system = system().env("TRACE_RELATION", "link").start().await;
-    let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
-    system.api.wait_until_handled(&order_id).await;
-    let spans = system
-        .wait_for_spans("the publish and the delivery", |spans| {
-            sent(spans, "logic", CREATE_ORDER, &trace) && !deliveries(spans, &order_id).is_empty()
-        })
-        .await;
+pub async fn a_link_points_at_the_producer_span(subject: &Subject) {
+    let link = system(subject).env("TRACE_RELATION", "link");
+    let (system, order_id, _, spans) = one_order_traced(link, |spans, order_id, trace| {
+        sent(spans, "logic", CREATE_ORDER, trace) && !deliveries(spans, order_id).is_empty()
+    })
+    .await;
     let publish = producer(&spans, &order_id).expect("logic's publish span");
     let process = deliveries(&spans, &order_id)[0];
     assert_ne!(process.span.trace_id, publish.span.trace_id);
     assert!(process.span.parent_span_id.is_empty(), "a root span");
     assert_links_to(process, publish);
 
-    let handled = wait_for("task's line for the order", DEADLINE, || async {
-        logs::parse_all(&system.stdout(Service::Task))
-            .into_iter()
-            .find(|line| {
-                str_field(line, "message") == Some("order handled")
-                    && str_field(line, "order_id") == Some(&order_id)
-            })
-    })
-    .await;
+    let handled = wait_for_line(&system, Service::Task, "order handled", &order_id).await;
     assert_eq!(
         str_field(&handled, "trace_id"),
         Some(trace_id_hex(&process.span.trace_id).as_str())
@@ -205,9 +181,8 @@ async fn a_link_points_at_the_producer_span() {
 
 /// By default, every line any service wrote about the order carries the
 /// trace id the gateway named in its `traceresponse`.
-#[tokio::test(flavor = "multi_thread")]
-async fn every_line_about_an_order_carries_one_trace_id() {
-    let system = system().start().await;
+pub async fn every_line_about_an_order_carries_one_trace_id(subject: &Subject) {
+    let system = system(subject).start().await;
     let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
     // Waiting on the lines, not on `GET /orders/{id}`: a request of its own.
     let about_the_order = || {
@@ -241,9 +216,8 @@ async fn every_line_about_an_order_carries_one_trace_id() {
 /// A plain NATS subscriber sees what logic put on the wire: a W3C
 /// `traceparent` header, `00-<trace id>-<span id>-<flags>`, naming the
 /// order's trace and logic's publish span.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_message_carries_a_traceparent_on_the_wire() {
-    let system = system().start().await;
+pub async fn the_message_carries_a_traceparent_on_the_wire(subject: &Subject) {
+    let system = system(subject).start().await;
     let client = system.nats_client().await;
     let mut wire = client.subscribe("orders.created").await.unwrap();
     // The server knows of the subscription once a round trip is done.
@@ -267,13 +241,7 @@ async fn the_message_carries_a_traceparent_on_the_wire() {
         .expect("a traceparent header")
         .as_str()
         .to_owned();
-    let parts: Vec<&str> = traceparent.split('-').collect();
-    let [version, trace_id, span_id, flags] = parts[..] else {
-        panic!("traceparent {traceparent:?} is not version-trace-span-flags")
-    };
-    assert_eq!(version, "00", "{traceparent}");
-    assert!(is_trace_id(trace_id), "{traceparent}");
-    assert!(is_span_id(span_id), "{traceparent}");
+    let (trace_id, span_id, flags) = trace_context(&traceparent);
     assert_eq!(flags, "01", "sampled: {traceparent}");
     assert_eq!(trace_id, trace, "the order's trace");
     assert_eq!(
@@ -299,23 +267,15 @@ async fn the_message_carries_a_traceparent_on_the_wire() {
 /// own in the order's trace, numbered: the gateway is down for the first,
 /// so task's callback fails and the message is not acked; once the gateway
 /// is back, a later delivery is handled.
-#[tokio::test(flavor = "multi_thread")]
-async fn each_delivery_is_a_span_of_its_own() {
-    let mut system = system().start().await;
+pub async fn each_delivery_is_a_span_of_its_own(subject: &Subject) {
+    let mut system = system(subject).start().await;
     // task is away while the order is placed, the gateway when task is back.
     system.stop(Service::Task).await;
     let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
     system.stop(Service::Gateway).await;
     system.restart(Service::Task).await;
-    wait_for("task's first callback to fail", DEADLINE, || async {
-        logs::parse_all(&system.stdout(Service::Task))
-            .into_iter()
-            .find(|line| {
-                str_field(line, "message") == Some("callback failed, redelivery scheduled")
-                    && str_field(line, "order_id") == Some(&order_id)
-            })
-    })
-    .await;
+    let failed = "callback failed, redelivery scheduled";
+    wait_for_line(&system, Service::Task, failed, &order_id).await;
     system.restart(Service::Gateway).await;
     system.api.wait_until_handled(&order_id).await;
 
@@ -354,9 +314,8 @@ async fn each_delivery_is_a_span_of_its_own() {
 
 /// A message whose `traceparent` is not one (another publisher's, a
 /// hostile one) starts a fresh trace, without a link, and is handled.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_malformed_traceparent_in_a_message_starts_a_fresh_trace() {
-    let system = system().start().await;
+pub async fn a_malformed_traceparent_in_a_message_starts_a_fresh_trace(subject: &Subject) {
+    let system = system(subject).start().await;
     let jetstream = async_nats::jetstream::new(system.nats_client().await);
     let order_id = "foreign-0001";
     let order = serde_json::json!({
