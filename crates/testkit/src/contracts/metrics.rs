@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::{DEADLINE, Service, Subject, System, order_body, wait_for};
+use crate::{Api, DEADLINE, Service, Subject, System, order_body, wait_for};
 use futures::StreamExt;
 use orders::pb::gateway_callback_client::GatewayCallbackClient;
 use orders::pb::order_service_client::OrderServiceClient;
@@ -158,7 +158,7 @@ pub async fn counts_match_what_the_system_did(subject: &Subject) {
     }
     // Refused by the gateway: two without a token, one with a bad quantity.
     for _ in 0..2 {
-        let (status, _) = crate::Api::send(
+        let (status, _) = Api::send(
             system
                 .api
                 .unauthenticated(Method::POST, "/orders")

@@ -357,8 +357,8 @@ define_promises! { $
             help_documents_every_setting_and_the_otel_variables {
                 claim: "every --help documents every flag with its variable, the OTEL_* \
                     variables, RUST_LOG, health and shutdown, and never shows the token",
-                diagnosis: "a flag without `env`, a setting left out of the help text, or a \
-                    default taken from the token's value",
+                diagnosis: "a flag without `env`, a setting left out of the help text, or the \
+                    token shown as a flag's default value",
                 section: "final.md#configuration",
             }
             the_top_level_help_lists_the_subcommands {
@@ -399,8 +399,8 @@ define_promises! { $
             sigterm_on_logic_under_load_loses_no_accepted_order {
                 claim: "SIGTERM on logic under load answers every call it received and loses no \
                     accepted order",
-                diagnosis: "calls in flight cut off at the signal, or the outbox not flushed \
-                    before the exit",
+                diagnosis: "calls in flight cut off at the signal instead of drained, or an order \
+                    stored but not published and never swept once logic is back",
                 section: "final.md#graceful-shutdown",
             }
             sigterm_on_task_finishes_the_messages_in_hand_and_loses_none {
@@ -426,6 +426,59 @@ define_promises! { $
                 diagnosis: "the compose file points at another Dockerfile, or it moved",
                 section: "final.md#the-dockerfile",
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::promises;
+    use crate::FINAL;
+
+    #[test]
+    fn each_chapter_keeps_the_earlier_promises_and_adds_its_own() {
+        let all = promises(FINAL);
+        let mut names: Vec<&str> = all.iter().map(|p| p.test).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all.len(), "a test named twice");
+        for chapter in 0..=FINAL {
+            let these = promises(chapter);
+            assert_eq!(these[..], all[..these.len()], "chapter {chapter}");
+            assert!(these.iter().any(|p| p.lesson == chapter), "{chapter}");
+        }
+        for p in &all {
+            assert!(!p.claim.is_empty() && !p.diagnosis.is_empty(), "{}", p.test);
+            assert!(!p.claim.contains("  ") && !p.diagnosis.contains("  "));
+        }
+    }
+
+    /// mdBook's id of a heading: lower case, spaces as dashes, only
+    /// letters, digits, `-` and `_` kept.
+    fn anchor(heading: &str) -> String {
+        heading
+            .trim()
+            .chars()
+            .filter_map(|c| match c {
+                c if c.is_alphanumeric() || c == '_' || c == '-' => Some(c.to_ascii_lowercase()),
+                c if c.is_whitespace() => Some('-'),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_section_is_a_heading_of_the_book() {
+        let book = crate::stack::repo_root().join("book");
+        for p in promises(FINAL) {
+            let (page, id) = p.section.split_once('#').expect("page#anchor");
+            let text = std::fs::read_to_string(book.join(page))
+                .unwrap_or_else(|e| panic!("{}: book/{page}: {e}", p.test));
+            let found = text
+                .lines()
+                .filter_map(|line| line.strip_prefix('#'))
+                .any(|heading| anchor(heading.trim_start_matches('#')) == id);
+            assert!(found, "{}: no heading #{id} in book/{page}", p.test);
         }
     }
 }
