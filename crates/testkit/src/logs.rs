@@ -63,33 +63,32 @@ pub fn str_field<'a>(line: &'a LogLine, key: &str) -> Option<&'a str> {
 /// The lines in the trace of the first line that `anchor` matches, in the
 /// order they were written. Empty when no line matches or it has no trace.
 pub fn trace_of(lines: &[LogLine], anchor: impl Fn(&LogLine) -> bool) -> Vec<&LogLine> {
-    let Some(trace_id) = lines
-        .iter()
-        .find(|line| anchor(line))
-        .and_then(|line| str_field(line, "trace_id"))
-    else {
-        return Vec::new();
-    };
-    lines
-        .iter()
-        .filter(|line| str_field(line, "trace_id") == Some(trace_id))
-        .collect()
+    sharing("trace_id", lines, anchor)
 }
 
 /// The lines written in the span of the first line `anchor` matches, in
 /// the order they were written: one unit of work, where [`trace_of`] gives
 /// every unit of its trace.
 pub fn span_of(lines: &[LogLine], anchor: impl Fn(&LogLine) -> bool) -> Vec<&LogLine> {
-    let Some(span_id) = lines
+    sharing("span_id", lines, anchor)
+}
+
+/// The lines with the same `key` as the first line `anchor` matches.
+fn sharing<'a>(
+    key: &str,
+    lines: &'a [LogLine],
+    anchor: impl Fn(&LogLine) -> bool,
+) -> Vec<&'a LogLine> {
+    let Some(id) = lines
         .iter()
         .find(|line| anchor(line))
-        .and_then(|line| str_field(line, "span_id"))
+        .and_then(|line| str_field(line, key))
     else {
         return Vec::new();
     };
     lines
         .iter()
-        .filter(|line| str_field(line, "span_id") == Some(span_id))
+        .filter(|line| str_field(line, key) == Some(id))
         .collect()
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{DEADLINE, Service, Subject, order_body, wait_for};
+use crate::{DEADLINE, Service, Subject, System, order_body, wait_for};
 use async_nats::jetstream::consumer::PullConsumer;
 use futures::future::join_all;
 use reqwest::StatusCode;
@@ -100,15 +100,19 @@ pub async fn gateway_answers_503_when_logic_is_down(subject: &Subject) {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
-pub async fn gateway_answers_504_when_logic_is_slower_than_the_deadline(subject: &Subject) {
-    let stuck = crate::stuck_logic().await;
-    let system = subject
-        .system()
-        .only(&[Service::Gateway])
-        .logic_url(stuck)
+/// The gateway alone, calling the logic at `logic_url` with a deadline of
+/// 300 ms.
+pub(crate) async fn gateway_alone(subject: &Subject, logic_url: &str) -> System {
+    let system = subject.system().only(&[Service::Gateway]);
+    let system = system.logic_url(logic_url);
+    system
         .arg(Service::Gateway, "--logic-timeout-ms=300")
         .start()
-        .await;
+        .await
+}
+
+pub async fn gateway_answers_504_when_logic_is_slower_than_the_deadline(subject: &Subject) {
+    let system = gateway_alone(subject, &crate::stuck_logic().await).await;
 
     let (status, body) = system.api.post_order(&order_body("1001", "A001", 1)).await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");

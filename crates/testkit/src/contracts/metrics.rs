@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use crate::contracts::faults::gateway_alone;
 use crate::{Api, DEADLINE, Service, Subject, System, order_body, wait_for};
 use futures::StreamExt;
 use orders::pb::gateway_callback_client::GatewayCallbackClient;
@@ -329,12 +330,8 @@ pub async fn a_call_to_a_logic_that_is_down_counts_as_unavailable(subject: &Subj
     // and no other test can start a server on it meanwhile.
     let closed = tokio::net::TcpSocket::new_v4().unwrap();
     closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let system = subject
-        .system()
-        .only(&[Service::Gateway])
-        .logic_url(format!("http://{}", closed.local_addr().unwrap()))
-        .start()
-        .await;
+    let closed = format!("http://{}", closed.local_addr().unwrap());
+    let system = gateway_alone(subject, &closed).await;
     let (status, _) = system.api.post_order(&order_body("1001", "A001", 1)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 
@@ -345,14 +342,7 @@ pub async fn a_call_to_a_logic_that_is_down_counts_as_unavailable(subject: &Subj
 }
 
 pub async fn a_call_past_the_deadline_counts_as_deadline_exceeded(subject: &Subject) {
-    let stuck = crate::stuck_logic().await;
-    let system = subject
-        .system()
-        .only(&[Service::Gateway])
-        .logic_url(stuck)
-        .arg(Service::Gateway, "--logic-timeout-ms=300")
-        .start()
-        .await;
+    let system = gateway_alone(subject, &crate::stuck_logic().await).await;
     let (status, _) = system.api.post_order(&order_body("1001", "A001", 1)).await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
 
