@@ -162,7 +162,14 @@ pub async fn one_order_in_the_logs_of_each_service(subject: &Subject) {
         3 => 2,
         _ => 1,
     };
-    assert_eq!(traces.len(), expected, "traces of one order");
+    assert_eq!(
+        traces.len(),
+        expected,
+        "one order's lines are in {} traces, where {} joins them into {expected}: \
+         one over gRPC from chapter 03 on, over NATS too from 04 on",
+        traces.len(),
+        subject.name
+    );
 
     let own = logs::own_crate(&gateway).expect("a line about the order");
     let mut redactor = Redactor::new().with_crate(own);
