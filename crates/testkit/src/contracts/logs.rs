@@ -200,12 +200,18 @@ pub async fn the_gateway_continues_a_trace_from_a_valid_traceparent(subject: &Su
         Some(client_span),
         "the request's span is a child of the client's"
     );
-    let gateway = lines(&system, Service::Gateway);
-    let request_lines = logs::trace_of(&gateway, |line| is(line, "order accepted", order_id));
-    let access = request_lines
-        .iter()
-        .find(|line| str_field(line, "message") == Some("request finished"))
-        .expect("the access line is in the client's trace");
+    let access = wait_for(
+        "the access line in the client's trace",
+        DEADLINE,
+        || async {
+            let gateway = lines(&system, Service::Gateway);
+            let request = logs::trace_of(&gateway, |line| is(line, "order accepted", order_id));
+            let finished =
+                |line: &&&LogLine| str_field(line, "message") == Some("request finished");
+            request.iter().find(finished).map(|line| (*line).clone())
+        },
+    )
+    .await;
     assert_eq!(access["status"], 201);
 
     // Carried on over gRPC since chapter 03: logic continues it.
@@ -401,11 +407,13 @@ pub async fn rust_log_sets_the_level(subject: &Subject) {
             assert!(problems(service, &line).is_empty(), "{service}: {line:?}");
         }
     }
+    let failed = wait_for("the 503 to be logged", DEADLINE, || async {
+        let gateway = lines(&system, Service::Gateway);
+        let failed = |line: &LogLine| str_field(line, "message") == Some("request failed");
+        gateway.into_iter().find(failed)
+    })
+    .await;
     let gateway = lines(&system, Service::Gateway);
-    let failed = gateway
-        .iter()
-        .find(|line| str_field(line, "message") == Some("request failed"))
-        .expect("the 503 is logged");
     assert_eq!(failed["level"], "error");
     assert_eq!(failed["status"], 503);
     let cause = logs::trace_of(&gateway, |line| {

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::contracts::logs::wait_for_line;
 use crate::logs::{self, is_span_id, is_trace_id, str_field};
 use crate::otlp::{ReceivedSpan, render_trace, span_id_hex, trace_id_bytes, trace_id_hex};
 use crate::{
@@ -270,21 +271,19 @@ pub async fn the_trace_context_crosses_grpc_both_ways(subject: &Subject) {
     assert_eq!(server.span.parent_span_id, client.span.span_id);
 
     // The log lines for the order carry the same trace ids.
-    let line = |service: Service, message: &str| {
-        let lines = logs::parse_all(&system.stdout(service));
-        let line = lines
-            .into_iter()
-            .find(|line| {
-                str_field(line, "message") == Some(message)
-                    && str_field(line, "order_id") == Some(&order_id)
-            })
-            .unwrap_or_else(|| panic!("{service} logged no {message:?}"));
-        str_field(&line, "trace_id").unwrap().to_owned()
-    };
-    assert_eq!(line(Service::Gateway, "order accepted"), trace);
-    assert_eq!(line(Service::Logic, "order created"), trace);
-    assert_eq!(line(Service::Task, "order handled"), task);
-    assert_eq!(line(Service::Gateway, "result received"), task);
+    for (service, message, expected) in [
+        (Service::Gateway, "order accepted", &trace),
+        (Service::Logic, "order created", &trace),
+        (Service::Task, "order handled", &task),
+        (Service::Gateway, "result received", &task),
+    ] {
+        let line = wait_for_line(&system, service, message, &order_id).await;
+        assert_eq!(
+            str_field(&line, "trace_id"),
+            Some(expected.as_str()),
+            "{service}: {message}"
+        );
+    }
 }
 
 /// A `traceparent` that is not one starts a fresh trace, and the request
@@ -532,13 +531,7 @@ pub async fn otel_service_name_wins_in_the_spans(subject: &Subject) {
         })
         .await;
     assert!(spans.iter().all(|s| s.service == "shop"));
-    let accepted = logs::parse_all(&system.stdout(Service::Gateway))
-        .into_iter()
-        .find(|line| {
-            str_field(line, "message") == Some("order accepted")
-                && str_field(line, "order_id") == Some(&order_id)
-        })
-        .unwrap();
+    let accepted = wait_for_line(&system, Service::Gateway, "order accepted", &order_id).await;
     assert_eq!(accepted["service"], "gateway");
 }
 
