@@ -10,8 +10,10 @@
 //! explains it, and the first line the test said. It exits 0 only when every
 //! promise holds.
 //!
-//! A failing snapshot writes nothing (`INSTA_UPDATE=no`): the chapters'
-//! snapshots are the reference, never the learner's output.
+//! A failing snapshot is compared, and its `.snap.new` written, in
+//! `workshop/.pending-snapshots/NN-<name>/` (testkit's
+//! `TESTKIT_PENDING_SNAPSHOTS`): the chapters' snapshots are the reference,
+//! never the learner's output.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -97,8 +99,32 @@ pub fn check_binary(
         promises.len(),
         binary.display()
     );
-    let verdicts = judge(&tests, binary, &promises, jobs.max(1));
+    let pending = pending_snapshots(root, chapter);
+    let verdicts = judge(&tests, binary, &pending, &promises, jobs.max(1));
+    if has_pending(&pending) {
+        println!(
+            "[check] snapshots that differ are in {} (`.snap.new` beside the reference)",
+            pending.display()
+        );
+    }
     Ok((promises, verdicts))
+}
+
+/// Where a check of chapter `chapter` compares its snapshots and leaves
+/// those that differ: `workshop/.pending-snapshots/NN-<name>/`.
+pub fn pending_snapshots(root: &Path, chapter: &Chapter) -> PathBuf {
+    root.join(crate::learn::WORKSHOP)
+        .join(".pending-snapshots")
+        .join(&chapter.dir_name)
+}
+
+/// Whether `dir` holds a snapshot that differed (`*.snap.new`).
+fn has_pending(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .any(|entry| entry.path().extension().is_some_and(|e| e == "new"))
+    })
 }
 
 /// Promises of an earlier lesson whose expectation each later lesson
@@ -182,7 +208,13 @@ fn test_binary(root: &Path, chapter: &Chapter) -> anyhow::Result<PathBuf> {
 
 /// Runs each promise's test against `binary`, `jobs` at a time; the
 /// verdicts in the promises' order.
-fn judge(tests: &Path, binary: &Path, promises: &[Promise], jobs: usize) -> Vec<Verdict> {
+fn judge(
+    tests: &Path,
+    binary: &Path,
+    pending: &Path,
+    promises: &[Promise],
+    jobs: usize,
+) -> Vec<Verdict> {
     let verdicts: Vec<Mutex<Option<Verdict>>> = promises.iter().map(|_| Mutex::new(None)).collect();
     let next = Mutex::new(0usize);
     std::thread::scope(|scope| {
@@ -198,7 +230,7 @@ fn judge(tests: &Path, binary: &Path, promises: &[Promise], jobs: usize) -> Vec<
                     let Some(promise) = promises.get(index) else {
                         return;
                     };
-                    let verdict = run_one(tests, binary, promise.test);
+                    let verdict = run_one(tests, binary, pending, promise.test);
                     *verdicts[index].lock().unwrap() = Some(verdict);
                 }
             });
@@ -210,12 +242,14 @@ fn judge(tests: &Path, binary: &Path, promises: &[Promise], jobs: usize) -> Vec<
         .collect()
 }
 
-/// Runs the one test `name` of the test binary `tests` against `binary`.
-fn run_one(tests: &Path, binary: &Path, name: &str) -> Verdict {
+/// Runs the one test `name` of the test binary `tests` against `binary`,
+/// its snapshots compared in `pending`.
+fn run_one(tests: &Path, binary: &Path, pending: &Path, name: &str) -> Verdict {
     let output = Command::new(tests)
         .args([name, "--exact", "--test-threads", "1"])
         .env("CHAPTER_BIN", binary)
-        .env("INSTA_UPDATE", "no")
+        .env(testkit::PENDING_SNAPSHOTS, pending)
+        .env("INSTA_UPDATE", "new")
         .env("RUST_BACKTRACE", "0")
         .output();
     let output = match output {

@@ -27,7 +27,7 @@ pub use orders::topology::{Service, Topology};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use progress::progress_report;
 pub use stuck_logic::stuck_logic;
-pub use subject::{FINAL, Subject};
+pub use subject::{FINAL, PENDING_SNAPSHOTS, Subject};
 pub use system::{System, SystemBuilder};
 
 /// How long a test waits for a condition before it fails.

@@ -64,8 +64,12 @@ impl Subject {
     /// book shows it for this chapter. A snapshot is stored once, in the
     /// chapter where it last changed: `changed_in` lists the chapters in
     /// which it did, and the latest of them up to this one holds it. A
-    /// failing snapshot writes `.snap.new` beside it, unless
-    /// `INSTA_UPDATE=no` (what `cargo xtask check` sets).
+    /// failing snapshot writes `.snap.new` beside it, unless the variable
+    /// [`PENDING_SNAPSHOTS`] names another directory: then the reference is
+    /// copied there and compared there, so a learner's pending snapshot
+    /// (what `cargo xtask check` keeps under `workshop/`) never lands in a
+    /// chapter's folder, where `cargo insta accept` would overwrite the
+    /// reference.
     pub fn assert_snapshot(&self, name: &str, changed_in: &[u8], text: &str) {
         let chapter = changed_in
             .iter()
@@ -78,6 +82,10 @@ impl Subject {
         } else {
             chapter_dir(chapter).join("tests/e2e/snapshots")
         };
+        let dir = match std::env::var_os(PENDING_SNAPSHOTS) {
+            Some(pending) => copy_reference(&dir, Path::new(&pending), name),
+            None => dir,
+        };
         insta::with_settings!({
             snapshot_path => dir,
             prepend_module_to_snapshot => false,
@@ -86,6 +94,28 @@ impl Subject {
             insta::assert_snapshot!(name, text);
         });
     }
+}
+
+/// The environment variable that names where a failing snapshot's
+/// `.snap.new` goes instead of the chapter's own folder.
+pub const PENDING_SNAPSHOTS: &str = "TESTKIT_PENDING_SNAPSHOTS";
+
+/// Copies the reference snapshot `name` from `reference` into `pending`
+/// (made if missing, the copy replaced each time); returns `pending`.
+/// Panics when the directory cannot be made or the file not copied.
+fn copy_reference(reference: &Path, pending: &Path, name: &str) -> PathBuf {
+    let file = format!("{name}.snap");
+    std::fs::create_dir_all(pending)
+        .unwrap_or_else(|e| panic!("making {}: {e}", pending.display()));
+    let stale = pending.join(format!("{file}.new"));
+    if stale.exists() {
+        std::fs::remove_file(&stale).unwrap_or_else(|e| panic!("{}: {e}", stale.display()));
+    }
+    if reference.join(&file).exists() {
+        std::fs::copy(reference.join(&file), pending.join(&file))
+            .unwrap_or_else(|e| panic!("copying {file} to {}: {e}", pending.display()));
+    }
+    pending.to_path_buf()
 }
 
 /// The directory of chapter `number` in this repository: `chapters/NN-*`.

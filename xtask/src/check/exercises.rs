@@ -41,6 +41,16 @@ fn fresh(file: &Path, text: &str) {
     );
 }
 
+/// How many `*.snap.new` files `dir` holds.
+fn snap_new_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".snap.new"))
+            .count()
+    })
+}
+
 #[test]
 fn every_reference_chapter_holds_and_its_start_breaks_the_lesson_first() {
     let root = crate::workspace_root();
@@ -57,8 +67,22 @@ fn every_reference_chapter_holds_and_its_start_breaks_the_lesson_first() {
             checklist(&promises, &end, number, true)
         );
 
+        let pending = pending_snapshots(&root, &chapter);
+        let _ = std::fs::remove_dir_all(&pending);
         let (_, start) =
             check_binary(&root, &chapter, &reference_binary(&root, &before), 3).unwrap();
+        // The start's progress report differs from the chapter's: its
+        // `.snap.new` is kept under workshop/, never beside the reference.
+        assert!(
+            snap_new_files(&pending) > 0,
+            "chapter {number:02}'s start left no pending snapshot in {}",
+            pending.display()
+        );
+        assert_eq!(
+            snap_new_files(&chapter.dir.join("tests/e2e/snapshots")),
+            0,
+            "a check wrote into chapter {number:02}'s snapshots"
+        );
         let first_broken = promises
             .iter()
             .zip(&start)
