@@ -47,6 +47,10 @@ pub const DATASOURCES_FILE: &str = "config/grafana/provisioning/datasources/data
 pub const DASHBOARDS_DIR: &str = "config/grafana/dashboards";
 /// Alloy's pipeline from the containers' stdout to Loki.
 pub const ALLOY_CONFIG: &str = "config/alloy/config.alloy";
+/// Tempo's configuration.
+pub const TEMPO_CONFIG: &str = "config/tempo/tempo.yml";
+/// Loki's configuration.
+pub const LOKI_CONFIG: &str = "config/loki/loki.yml";
 /// The book page with a runbook section for every alert.
 pub const RUNBOOK_PAGE: &str = "book/stack.md";
 
@@ -591,43 +595,96 @@ fn fill_grafana_variables(expr: &str) -> String {
 
 /// Adds the metric names of the selectors in `expr` to `names`.
 fn selector_names(expr: &Expr, names: &mut BTreeSet<String>) {
-    let mut selector = |selector: &VectorSelector| {
-        names.extend(selector.name.clone());
-        let by_matcher = selector
+    visit_selectors(expr, &[], &mut |selector, _| {
+        names.extend(selector_metric(selector));
+    });
+}
+
+/// The metric name of a selector: `up` or `{__name__="up"}`.
+fn selector_metric(selector: &VectorSelector) -> Option<String> {
+    selector.name.clone().or_else(|| {
+        selector
             .matchers
             .matchers
             .iter()
-            .filter(|m| m.name == "__name__" && m.op == MatchOp::Equal);
-        names.extend(by_matcher.map(|m| m.value.clone()));
-    };
+            .find(|m| m.name == "__name__" && m.op == MatchOp::Equal)
+            .map(|m| m.value.clone())
+    })
+}
+
+/// Calls `visit` with every selector of `expr` and the labels that the
+/// aggregations around it group by (`sum by (le, route) (...)`).
+fn visit_selectors(
+    expr: &Expr,
+    grouping: &[String],
+    visit: &mut impl FnMut(&VectorSelector, &[String]),
+) {
     match expr {
-        Expr::VectorSelector(vector) => selector(vector),
-        Expr::MatrixSelector(matrix) => selector(&matrix.vs),
+        Expr::VectorSelector(vector) => visit(vector, grouping),
+        Expr::MatrixSelector(matrix) => visit(&matrix.vs, grouping),
         Expr::Aggregate(aggregate) => {
-            selector_names(&aggregate.expr, names);
+            let mut inner = grouping.to_vec();
+            if let Some(promql_parser::parser::LabelModifier::Include(by)) = &aggregate.modifier {
+                inner.extend(by.labels.iter().cloned());
+            }
+            visit_selectors(&aggregate.expr, &inner, visit);
             if let Some(param) = &aggregate.param {
-                selector_names(param, names);
+                visit_selectors(param, grouping, visit);
             }
         }
-        Expr::Unary(unary) => selector_names(&unary.expr, names),
+        Expr::Unary(unary) => visit_selectors(&unary.expr, grouping, visit),
         Expr::Binary(binary) => {
-            selector_names(&binary.lhs, names);
-            selector_names(&binary.rhs, names);
+            visit_selectors(&binary.lhs, grouping, visit);
+            visit_selectors(&binary.rhs, grouping, visit);
         }
-        Expr::Paren(paren) => selector_names(&paren.expr, names),
-        Expr::Subquery(subquery) => selector_names(&subquery.expr, names),
+        Expr::Paren(paren) => visit_selectors(&paren.expr, grouping, visit),
+        Expr::Subquery(subquery) => visit_selectors(&subquery.expr, grouping, visit),
         Expr::Call(call) => call
             .args
             .args
             .iter()
-            .for_each(|arg| selector_names(arg, names)),
+            .for_each(|arg| visit_selectors(arg, grouping, visit)),
         Expr::Extension(extension) => extension
             .expr
             .children()
             .iter()
-            .for_each(|child| selector_names(child, names)),
+            .for_each(|child| visit_selectors(child, grouping, visit)),
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {}
     }
+}
+
+/// One series selector of a PromQL expression: the metric it reads and the
+/// labels the expression needs on that metric's series, those it matches
+/// on (`{job="task"}`) and those the aggregations around it group by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectorUse {
+    /// The series name, as written (`..._bucket` for a histogram).
+    pub metric: String,
+    /// The label names it matches on or is grouped by, less `__name__`.
+    pub labels: BTreeSet<String>,
+}
+
+/// Every selector of a PromQL expression with the labels it needs
+/// ([`SelectorUse`]), once Grafana's variables are filled in as in
+/// [`metric_names_in`].
+///
+/// Errors when the expression is not PromQL.
+pub fn selector_uses(expr: &str) -> Result<Vec<SelectorUse>> {
+    let promql = fill_grafana_variables(expr);
+    let parsed = promql_parser::parser::parse(&promql)
+        .map_err(|e| anyhow::anyhow!("not PromQL ({e}): {expr}"))?;
+    let mut uses = Vec::new();
+    visit_selectors(&parsed, &[], &mut |selector, grouping| {
+        if let Some(metric) = selector_metric(selector) {
+            let matched = selector.matchers.matchers.iter().map(|m| m.name.clone());
+            let labels = matched
+                .chain(grouping.iter().cloned())
+                .filter(|label| label != "__name__")
+                .collect();
+            uses.push(SelectorUse { metric, labels });
+        }
+    });
+    Ok(uses)
 }
 
 /// The metric names of a Grafana template variable's query:
@@ -1669,14 +1726,23 @@ mod tests {
         let at =
             |value: &Value, pointer: &str| value.pointer(pointer).cloned().unwrap_or(Value::Null);
 
-        // Prometheus exemplar -> Tempo.
+        // Prometheus exemplar -> Tempo. Only Tempo's span metrics carry
+        // exemplars, as traceID: the services serve the text format 0.0.4,
+        // which has none, so a link on any other label would never match.
         let exemplars = at(&prometheus, "/jsonData/exemplarTraceIdDestinations");
         let exemplars = exemplars.as_array().expect("exemplar links");
+        let labels: Vec<&Value> = exemplars.iter().map(|e| &e["name"]).collect();
+        assert_eq!(labels, ["traceID"], "exemplar labels that nothing sends");
         assert!(
             exemplars
                 .iter()
-                .any(|e| e["datasourceUid"] == tempo_uid.as_str() && e["name"] == "traceID"),
-            "Tempo's span metrics carry their exemplars as traceID"
+                .all(|e| e["datasourceUid"] == tempo_uid.as_str())
+        );
+        let tempo_config: Value = read_yaml(&root.join(TEMPO_CONFIG)).unwrap();
+        assert_eq!(
+            tempo_config.pointer("/metrics_generator/storage/remote_write/0/send_exemplars"),
+            Some(&Value::Bool(true)),
+            "Tempo sends its span metrics' exemplars to Prometheus"
         );
 
         // Tempo span -> Loki: the lines of that service and that trace.
@@ -1720,6 +1786,217 @@ mod tests {
         assert_eq!(alloy_service_labels(&root).unwrap(), service_names());
         let jobs = scrape_jobs(&root).unwrap();
         assert!(service_names().iter().all(|s| jobs.contains_key(s)));
+    }
+
+    // ------------------------------------------------------- Tempo, Loki
+
+    #[test]
+    fn tempo_keeps_every_span_for_traceql_metrics_and_reports_nothing() {
+        let root = root();
+        let tempo: Value = read_yaml(&root.join(TEMPO_CONFIG)).unwrap();
+        let at = |pointer: &str| tempo.pointer(pointer).cloned().unwrap_or(Value::Null);
+        // TraceQL metrics read the local-blocks processor, which by default
+        // keeps only server and root spans: task's consumer, internal and
+        // client spans, every client call and query would be missing.
+        let processors = at("/overrides/defaults/metrics_generator/processors");
+        let processors: Vec<&str> = processors
+            .as_array()
+            .expect("the metrics generator's processors")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        for processor in ["service-graphs", "span-metrics", "local-blocks"] {
+            assert!(processors.contains(&processor), "{processor} is off");
+        }
+        assert_eq!(
+            at("/metrics_generator/processor/local_blocks/filter_server_spans"),
+            Value::Bool(false),
+            "local-blocks keeps only server and root spans"
+        );
+        // Tempo 2.8 reads its file strictly: an unknown key stops it. These
+        // are the keys of its config structs, by their paths.
+        assert_eq!(at("/usage_report/reporting_enabled"), Value::Bool(false));
+        let loki: Value = read_yaml(&root.join(LOKI_CONFIG)).unwrap();
+        assert_eq!(
+            loki.pointer("/analytics/reporting_enabled"),
+            Some(&Value::Bool(false))
+        );
+        // And Grafana's own.
+        let compose = compose();
+        assert_eq!(
+            compose
+                .environment("grafana")
+                .get("GF_ANALYTICS_REPORTING_ENABLED"),
+            Some(&"false".to_owned())
+        );
+    }
+
+    /// A service's metric families from its end-to-end snapshot (chapter
+    /// 01's, the same in every later chapter and `final`): name -> (type,
+    /// label names).
+    fn service_families(service: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
+        let path = crate::subject::chapter_dir(1).join(format!(
+            "tests/e2e/snapshots/e2e__metrics__{service}_families.snap"
+        ));
+        let text =
+            fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let body = text.splitn(3, "---\n").nth(2).unwrap_or_default();
+        let mut families = BTreeMap::new();
+        for line in body
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with(' '))
+        {
+            let (head, labels) = line.split_once(" [").unwrap_or((line, "]"));
+            let mut words = head.split_whitespace();
+            let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+                panic!("not `name type [labels]` in {}: {line}", path.display());
+            };
+            let labels = labels
+                .trim_end_matches(']')
+                .split(", ")
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            families.insert(name.to_owned(), (kind.to_owned(), labels));
+        }
+        assert!(!families.is_empty(), "no families in {}", path.display());
+        families
+    }
+
+    /// The labels of the series `metric` in `families`, with `job` (which
+    /// Prometheus adds to every scraped series) and `le` on a histogram's
+    /// buckets; `None` when the service has no such series.
+    fn series_labels(
+        families: &BTreeMap<String, (String, BTreeSet<String>)>,
+        metric: &str,
+    ) -> Option<BTreeSet<String>> {
+        let (mut labels, le) = match families.get(metric) {
+            Some((kind, labels)) if kind != "histogram" => (labels.clone(), false),
+            _ => ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+                let (kind, labels) = families.get(metric.strip_suffix(suffix)?)?;
+                (kind == "histogram").then(|| (labels.clone(), *suffix == "_bucket"))
+            })?,
+        };
+        labels.insert("job".to_owned());
+        if le {
+            labels.insert("le".to_owned());
+        }
+        Some(labels)
+    }
+
+    /// What is wrong with one link from a span to metrics (a query of
+    /// `tracesToMetrics`), Grafana offering it on the spans of every
+    /// service: a service for which no selector reads a series it exposes,
+    /// a selector that reads a label its series lack or that is not
+    /// filtered by the span's service, a selector no service answers.
+    fn link_gaps(
+        query: &str,
+        services: &BTreeMap<String, BTreeMap<String, (String, BTreeSet<String>)>>,
+    ) -> Vec<String> {
+        let mut gaps = Vec::new();
+        let mut answered = BTreeSet::new();
+        for (service, families) in services {
+            // Grafana writes the span's service.name as job="<service>".
+            let filled = query.replace("$__tags", &format!(r#"job="{service}""#));
+            let uses = selector_uses(&filled).unwrap_or_else(|e| panic!("{e:#}"));
+            let mut found = false;
+            for used in &uses {
+                if !used.labels.contains("job") {
+                    gaps.push(format!(
+                        "{} is not filtered by the span's service",
+                        used.metric
+                    ));
+                }
+                let Some(labels) = series_labels(families, &used.metric) else {
+                    continue;
+                };
+                let missing: Vec<&String> = used.labels.difference(&labels).collect();
+                if missing.is_empty() {
+                    found = true;
+                    answered.insert(used.metric.clone());
+                } else {
+                    gaps.push(format!(
+                        "{service}'s {} has no label {missing:?}",
+                        used.metric
+                    ));
+                }
+            }
+            if !found {
+                gaps.push(format!("no data for {service}'s spans"));
+            }
+        }
+        let all = selector_uses(query).unwrap_or_else(|e| panic!("{e:#}"));
+        for used in all.iter().filter(|u| !answered.contains(&u.metric)) {
+            gaps.push(format!("{} answers for no service", used.metric));
+        }
+        gaps.sort();
+        gaps.dedup();
+        gaps
+    }
+
+    #[test]
+    fn every_link_from_a_span_to_metrics_finds_data_for_every_service() {
+        let services: BTreeMap<_, _> = service_names()
+            .into_iter()
+            .map(|service| {
+                let families = service_families(&service);
+                (service, families)
+            })
+            .collect();
+        let queries = traces_to_metrics_queries(&root()).unwrap();
+        assert!(queries.len() >= 3, "{queries:?}");
+        for query in &queries {
+            assert_eq!(link_gaps(query, &services), Vec::<String>::new(), "{query}");
+        }
+
+        // The check sees what was wrong before: HTTP only on the gateway,
+        // gRPC served by no task, a label no family has.
+        let gaps = |query: &str| link_gaps(query, &services);
+        assert_eq!(
+            gaps("sum by (route, status) (rate(http_requests_total{$__tags}[1m]))"),
+            ["no data for logic's spans", "no data for task's spans"]
+        );
+        assert_eq!(
+            gaps("sum by (method) (rate(grpc_server_handled_total{$__tags}[1m]))"),
+            ["no data for task's spans"]
+        );
+        assert_eq!(
+            gaps(
+                "sum by (path) (rate(http_requests_total{$__tags}[1m])) or rate(mq_consumed_total{$__tags}[1m])"
+            ),
+            [
+                "gateway's http_requests_total has no label [\"path\"]",
+                "http_requests_total answers for no service",
+                "no data for gateway's spans",
+                "no data for logic's spans",
+            ]
+        );
+        assert_eq!(
+            gaps("rate(process_cpu_seconds_total[1m])"),
+            ["process_cpu_seconds_total is not filtered by the span's service"]
+        );
+    }
+
+    #[test]
+    fn selectors_are_read_with_their_labels() {
+        let uses = selector_uses(
+            r#"histogram_quantile(0.95, sum by (le, route) (rate(http_request_duration_seconds_bucket{job="gateway"}[1m])) or sum by (le) (rate({__name__="mq_handle_duration_seconds_bucket", $__tags}[1m])))"#,
+        )
+        .unwrap();
+        let labels = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            uses,
+            [
+                SelectorUse {
+                    metric: "http_request_duration_seconds_bucket".into(),
+                    labels: labels(&["job", "le", "route"]),
+                },
+                SelectorUse {
+                    metric: "mq_handle_duration_seconds_bucket".into(),
+                    labels: labels(&["le", "tag"]),
+                },
+            ]
+        );
     }
 
     #[test]
