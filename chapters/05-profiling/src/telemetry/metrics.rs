@@ -33,6 +33,7 @@ use super::names::code_name;
 
 mod buckets;
 mod completion;
+mod process;
 mod runtime;
 
 use buckets::*;
@@ -64,8 +65,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every family, `process_*` (CPU, memory, file descriptors,
-    /// threads; the crate counts CPU time in whole seconds) and `tokio_*`
+    /// Registers every family, `process_*` (CPU to the microsecond, memory,
+    /// file descriptors, threads) and `tokio_*`
     /// (the runtime; call this inside it). And it starts at 0 the series of
     /// `service` whose label values are all known in advance: a dashboard
     /// then shows 0 rather than "no data", and `rate()` sees the first
@@ -180,11 +181,9 @@ impl Metrics {
             registry,
         };
         // ANCHOR_END: families
-        // The crate reads these from `/proc`, so they exist on Linux only.
-        #[cfg(target_os = "linux")]
-        metrics.registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        metrics
+            .registry
+            .register(Box::new(process::ProcessCollector::for_self()))?;
         metrics
             .registry
             .register(Box::new(runtime::RuntimeCollector::new()))?;
