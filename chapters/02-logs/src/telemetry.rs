@@ -24,7 +24,6 @@ use futures::future::BoxFuture;
 use opentelemetry::global;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_http::HeaderExtractor;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use orders::Topology;
 use orders::pb::Outcome;
@@ -38,6 +37,7 @@ use tracing_subscriber::layer::SubscriberExt;
 mod logs;
 mod metrics;
 mod names;
+mod propagation;
 
 use metrics::Metrics;
 
@@ -64,8 +64,9 @@ pub fn init(service: Service) -> anyhow::Result<Telemetry> {
     let metrics = Arc::new(Metrics::new(service)?);
 
     // ANCHOR: subscriber
-    // W3C Trace Context: how a trace id travels in a `traceparent` header.
-    global::set_text_map_propagator(TraceContextPropagator::new());
+    // W3C Trace Context: how a trace id travels in a `traceparent` header,
+    // checked by W3C's rules before it is trusted.
+    global::set_text_map_propagator(propagation::W3cTraceContext::default());
     // A tracer provider without an exporter: spans get ids, and go nowhere.
     let tracer = SdkTracerProvider::builder()
         .build()

@@ -25,7 +25,6 @@ use futures::future::BoxFuture;
 use opentelemetry::global;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_http::HeaderExtractor;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use orders::Topology;
 use orders::pb::Outcome;
@@ -41,6 +40,7 @@ mod messaging;
 mod metrics;
 mod names;
 mod profiling;
+mod propagation;
 mod traces;
 
 pub use messaging::{TraceRelation, message_headers};
@@ -73,8 +73,9 @@ pub fn init(service: Service) -> anyhow::Result<Telemetry> {
     let metrics = Arc::new(Metrics::new(service)?);
 
     // ANCHOR: subscriber
-    // W3C Trace Context: how a trace id travels in a `traceparent` header.
-    global::set_text_map_propagator(TraceContextPropagator::new());
+    // W3C Trace Context: how a trace id travels in a `traceparent` header,
+    // checked by W3C's rules before it is trusted.
+    global::set_text_map_propagator(propagation::W3cTraceContext::default());
     // Spans are sent to a collector, in batches.
     let tracer_provider = traces::tracer_provider(service)?;
     let tracer = tracer_provider.tracer(env!("CARGO_PKG_NAME"));

@@ -156,7 +156,7 @@ const MISTAKES: [Mistake; 3] = [
         chapter: 3,
         name: "no-propagator",
         file: "src/telemetry.rs",
-        correct: "    global::set_text_map_propagator(TraceContextPropagator::new());\n",
+        correct: "    global::set_text_map_propagator(propagation::W3cTraceContext::default());\n",
         wrong: "",
         breaks: "traces::the_trace_context_crosses_grpc_both_ways",
         diagnosis_says: "propagator",

@@ -137,6 +137,18 @@ impl Extractor for HeaderExtractor<'_> {
     fn keys(&self) -> Vec<&str> {
         self.0.iter().map(|(name, _)| name.as_ref()).collect()
     }
+
+    /// Every value of `key`, under any case: the propagator takes a context
+    /// sent twice for none.
+    fn get_all(&self, key: &str) -> Option<Vec<&str>> {
+        let values: Vec<&str> = self
+            .0
+            .iter()
+            .filter(|(name, _)| AsRef::<str>::as_ref(*name).eq_ignore_ascii_case(key))
+            .flat_map(|(_, values)| values.iter().map(HeaderValue::as_str))
+            .collect();
+        (!values.is_empty()).then_some(values)
+    }
 }
 
 /// The context the message was published in, as its headers carry it. With

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::contracts::logs::wait_for_line;
+use crate::contracts::logs::{CLIENT_SPAN, invalid_traceparents, wait_for_line};
 use crate::contracts::traces::{
     CREATE_ORDER, PUSH_RESULT, attribute, one_order_traced, post_order, sent, system, trace_context,
 };
@@ -317,34 +317,59 @@ pub async fn each_delivery_is_a_span_of_its_own(subject: &Subject) {
 pub async fn a_malformed_traceparent_in_a_message_starts_a_fresh_trace(subject: &Subject) {
     let system = system(subject).start().await;
     let jetstream = async_nats::jetstream::new(system.nats_client().await);
-    let order_id = "foreign-0001";
-    let order = serde_json::json!({
-        "order_id": order_id,
-        "user_id": "1001",
-        "product_id": "A001",
-        "quantity": 1,
-        "created_at_unix_ms": 0,
-    });
-    let mut headers = HeaderMap::new();
-    headers.insert("traceparent", "00-not-a-trace-context-01");
-    let message = PublishMessage::build()
-        .payload(serde_json::to_vec(&order).unwrap().into())
-        .headers(headers)
-        .message_id(order_id);
-    jetstream
-        .send_publish("orders.created", message)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let mut cases = invalid_traceparents();
+    // NATS header names are compared without case: this is the header twice.
+    let valid = format!(
+        "00-{}-{CLIENT_SPAN}-01",
+        crate::contracts::logs::CLIENT_TRACE
+    );
+    cases.push(("Traceparent beside traceparent", vec![valid.clone(), valid]));
+    let mut order_ids = Vec::new();
+    for (i, (case, values)) in cases.iter().enumerate() {
+        let order_id = format!("foreign-{i:04}");
+        let order = serde_json::json!({
+            "order_id": order_id,
+            "user_id": "1001",
+            "product_id": "A001",
+            "quantity": 1,
+            "created_at_unix_ms": 0,
+        });
+        let mut headers = HeaderMap::new();
+        for (j, value) in values.iter().enumerate() {
+            let name = if j > 0 && case.starts_with("Traceparent") {
+                "Traceparent"
+            } else {
+                "traceparent"
+            };
+            headers.append(name, value.as_str());
+        }
+        let message = PublishMessage::build()
+            .payload(serde_json::to_vec(&order).unwrap().into())
+            .headers(headers)
+            .message_id(&order_id);
+        jetstream
+            .send_publish("orders.created", message)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        order_ids.push((*case, order_id));
+    }
 
     let spans = system
-        .wait_for_spans("the delivery of the message", |spans| {
-            !deliveries(spans, order_id).is_empty()
+        .wait_for_spans("the delivery of every message", |spans| {
+            order_ids
+                .iter()
+                .all(|(_, order_id)| !deliveries(spans, order_id).is_empty())
         })
         .await;
-    let process = deliveries(&spans, order_id)[0];
-    assert!(process.span.parent_span_id.is_empty(), "a root span");
-    assert!(process.span.links.is_empty(), "nothing to link to");
-    assert!(!is_error(process), "handled");
+    for (case, order_id) in &order_ids {
+        let process = deliveries(&spans, order_id)[0];
+        assert!(
+            process.span.parent_span_id.is_empty(),
+            "{case}: a root span"
+        );
+        assert!(process.span.links.is_empty(), "{case}: nothing to link to");
+        assert!(!is_error(process), "{case}: handled");
+    }
 }

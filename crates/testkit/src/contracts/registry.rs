@@ -151,10 +151,13 @@ define_promises! { $
                 section: "02-logs.md#pitfalls",
             }
             a_malformed_traceparent_starts_a_fresh_trace_and_fails_nothing {
-                claim: "a malformed traceparent starts a fresh trace and fails nothing",
-                diagnosis: "an invalid context is taken over as the parent (an all-zero or garbage \
-                    trace id), or a failed extraction fails the request",
-                section: "02-logs.md#sending-a-trace-id",
+                claim: "a traceparent that is not valid by W3C Trace Context (00-1-2-01, a sign, \
+                    a short field, uppercase, a zero id, version ff, sent twice) starts a fresh \
+                    trace and fails nothing; a later version is continued",
+                diagnosis: "the SDK's lenient parser trusted as it is (it takes short, signed \
+                    and padded ids), the header read with get instead of get_all so a second \
+                    one passes, or a failed extraction fails the request",
+                section: "02-logs.md#reading-a-traceparent-strictly",
             }
             hostile_input_cannot_break_a_line {
                 claim: "hostile input cannot break a line: quotes, newlines and escapes stay in \
@@ -212,11 +215,12 @@ define_promises! { $
                 section: "03-grpc-tracing.md#sending-the-last-spans-at-exit",
             }
             a_malformed_traceparent_starts_a_fresh_trace {
-                claim: "a malformed traceparent starts a fresh root trace, and the request goes \
-                    through",
-                diagnosis: "an invalid context taken over as the parent, or a failed extraction \
-                    that fails or slows the request",
-                section: "03-grpc-tracing.md#pitfalls",
+                claim: "a traceparent that is not valid by W3C Trace Context starts a fresh \
+                    root trace, and the request goes through; a later version is continued",
+                diagnosis: "an invalid context taken over as the parent (the SDK's lenient \
+                    parser without the W3C checks, or a header sent twice read as one), or a \
+                    failed extraction that fails or slows the request",
+                section: "02-logs.md#reading-a-traceparent-strictly",
             }
             a_sampler_of_zero_keeps_only_the_traces_callers_keep {
                 claim: "a sampler of 0 keeps no trace a service starts, and every trace a caller \
@@ -294,8 +298,9 @@ define_promises! { $
             a_malformed_traceparent_in_a_message_starts_a_fresh_trace {
                 claim: "a message with a malformed traceparent starts a fresh trace, unlinked, \
                     and is handled",
-                diagnosis: "an invalid context used as parent or link, or a failed extraction \
-                    that fails the delivery",
+                diagnosis: "an invalid context used as parent or link (the W3C checks not \
+                    installed, or the NATS extractor without get_all, so a header sent twice \
+                    passes), or a failed extraction that fails the delivery",
                 section: "04-nats-tracing.md#pitfalls",
             }
         }

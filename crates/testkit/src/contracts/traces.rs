@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::contracts::logs::wait_for_line;
+use crate::contracts::logs::{
+    CLIENT_SPAN, future_traceparent, invalid_traceparents, wait_for_line,
+};
 use crate::logs::{self, is_span_id, is_trace_id, str_field};
 use crate::otlp::{ReceivedSpan, render_trace, span_id_hex, trace_id_bytes, trace_id_hex};
 use crate::{
@@ -77,11 +79,25 @@ pub(crate) async fn post_order(
     api: &Api,
     traceparent: Option<&str>,
 ) -> (String, (String, String, String)) {
+    let headers: Vec<(&str, &str)> = traceparent
+        .map(|t| ("traceparent", t))
+        .into_iter()
+        .collect();
+    post_order_with(api, &headers).await
+}
+
+/// `POST /orders` with a valid order and `headers` (a name twice sends the
+/// header twice); returns the order id and what the `traceresponse` header
+/// names.
+pub(crate) async fn post_order_with(
+    api: &Api,
+    headers: &[(&str, &str)],
+) -> (String, (String, String, String)) {
     let mut request = api
         .request(Method::POST, "/orders")
         .json(&order_body("1001", "A001", 2));
-    if let Some(traceparent) = traceparent {
-        request = request.header("traceparent", traceparent);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let response = request.send().await.expect("sending POST /orders");
     assert_eq!(response.status(), StatusCode::CREATED);
@@ -286,32 +302,33 @@ pub async fn the_trace_context_crosses_grpc_both_ways(subject: &Subject) {
     }
 }
 
-/// A `traceparent` that is not one starts a fresh trace, and the request
-/// goes through.
+/// A `traceparent` that is not one by W3C Trace Context starts a fresh
+/// trace, and the request goes through; one of a later version is
+/// continued, by the fields version 00 knows.
 pub async fn a_malformed_traceparent_starts_a_fresh_trace(subject: &Subject) {
     let system = system(subject).start().await;
-    let valid_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let malformed = [
-        "garbage".to_owned(),
-        format!("ff-{valid_trace}-00f067aa0ba902b7-01"),
-        "00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_owned(),
-        format!(
-            "00-{valid_trace}-00f067aa0ba902b7-01-{}",
-            "0".repeat(10_000)
-        ),
-        format!("00-{}-00f067aa0ba902b7-01", "a".repeat(10_000)),
-    ];
+    let malformed = invalid_traceparents();
     let mut traces = Vec::new();
-    for traceparent in &malformed {
-        let (_, (trace, _, flags)) = post_order(&system.api, Some(traceparent)).await;
-        assert!(!traceparent.contains(&trace), "{traceparent:.60} was taken");
-        assert_eq!(flags, "01");
+    for (case, values) in &malformed {
+        let headers: Vec<(&str, &str)> =
+            values.iter().map(|v| ("traceparent", v.as_str())).collect();
+        let (_, (trace, _, flags)) = post_order_with(&system.api, &headers).await;
+        assert!(
+            !values.iter().any(|value| value.contains(&trace)),
+            "{case} was taken: {:.80}",
+            values.join(" ")
+        );
+        assert_eq!(flags, "01", "{case}");
         traces.push(trace);
     }
+    let later = "0af7651916cd43dd8448eb211c80319c";
+    let (_, (continued, _, _)) = post_order(&system.api, Some(&future_traceparent(later))).await;
+    assert_eq!(continued, later, "a later version is continued");
     let spans = system
         .wait_for_spans("the POST of every request", |spans| {
             traces
                 .iter()
+                .chain([&continued])
                 .all(|trace| sent(spans, "gateway", "POST /orders", trace))
         })
         .await;
@@ -319,6 +336,8 @@ pub async fn a_malformed_traceparent_starts_a_fresh_trace(subject: &Subject) {
         let post = find(&spans, "gateway", "POST /orders", trace);
         assert!(post.span.parent_span_id.is_empty(), "a root span");
     }
+    let post = find(&spans, "gateway", "POST /orders", later);
+    assert_eq!(span_id_hex(&post.span.parent_span_id), CLIENT_SPAN);
     traces.sort();
     traces.dedup();
     assert_eq!(traces.len(), malformed.len(), "a fresh trace each time");
