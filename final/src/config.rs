@@ -31,11 +31,17 @@ Environment:
   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  the same, for traces only; wins over the above
   OTEL_EXPORTER_OTLP_TIMEOUT          ms one export may take [default: 10000]
   OTEL_EXPORTER_OTLP_HEADERS          headers of every export, k1=v1,k2=v2
-  OTEL_SERVICE_NAME                   service.name of the spans [default: the
-                                      subcommand; leave it unset, so that the
-                                      spans, the log field `service` and the
-                                      Prometheus job agree]
-  OTEL_RESOURCE_ATTRIBUTES            more resource attributes, k1=v1,k2=v2
+  OTEL_SERVICE_NAME                   the service's name: the spans' service.name
+                                      and the log field `service` [default:
+                                      service.name in OTEL_RESOURCE_ATTRIBUTES,
+                                      else the subcommand]; scrape it under the
+                                      same Prometheus job
+  OTEL_RESOURCE_ATTRIBUTES            more resource attributes, k1=v1,k2=v2; they
+                                      win over service.version and
+                                      service.instance.id [default: a new id
+                                      per process]
+  OTEL_SDK_DISABLED                   true: no span is sent [default: false]
+  OTEL_TRACES_EXPORTER                otlp or none (no span is sent) [default: otlp]
   OTEL_TRACES_SAMPLER                 [default: parentbased_always_on]; also
                                       parentbased_traceidratio, always_off, ...
   OTEL_TRACES_SAMPLER_ARG             the sampler's argument, as the ratio 0.1

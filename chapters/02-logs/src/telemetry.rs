@@ -78,7 +78,7 @@ pub fn init(service: Service) -> anyhow::Result<Telemetry> {
     let subscriber = tracing_subscriber::registry().with(
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
-            .and_then(logs::JsonLines::new(service, std::io::stdout))
+            .and_then(logs::JsonLines::new(service.name(), std::io::stdout))
             .with_filter(logs::event_filter(DEFAULT_FILTER).or(spans)),
     );
     tracing::subscriber::set_global_default(subscriber)?;

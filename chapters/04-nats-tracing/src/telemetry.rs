@@ -76,7 +76,10 @@ pub fn init(service: Service) -> anyhow::Result<Telemetry> {
     // checked by W3C's rules before it is trusted.
     global::set_text_map_propagator(propagation::W3cTraceContext::default());
     // Spans are sent to a collector, in batches.
-    let tracer_provider = traces::tracer_provider(service)?;
+    // One name for the service in every pillar: OTEL_SERVICE_NAME, else
+    // service.name in OTEL_RESOURCE_ATTRIBUTES, else its own word.
+    let name = traces::service_name(service);
+    let tracer_provider = traces::tracer_provider(&name)?;
     let tracer = tracer_provider.tracer(env!("CARGO_PKG_NAME"));
     // `RUST_LOG` chooses which events are written. Spans of level INFO and
     // up exist whatever it says, so that a warning still has the trace id
@@ -85,7 +88,7 @@ pub fn init(service: Service) -> anyhow::Result<Telemetry> {
     let subscriber = tracing_subscriber::registry().with(
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
-            .and_then(logs::JsonLines::new(service, std::io::stdout))
+            .and_then(logs::JsonLines::new(name, std::io::stdout))
             // Never a span of the libraries spans are sent with.
             .with_filter(
                 logs::event_filter(DEFAULT_FILTER)

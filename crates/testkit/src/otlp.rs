@@ -16,15 +16,32 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio_stream::wrappers::TcpListenerStream;
 
-/// A span as received, with the `service.name` of the resource it came from.
+/// A span as received, with the `service.name` of the resource it came from
+/// and that resource's attributes.
 #[derive(Debug, Clone)]
 pub struct ReceivedSpan {
     pub service: String,
     pub span: Span,
+    pub resource: Vec<KeyValue>,
+}
+
+impl ReceivedSpan {
+    /// The string value of the resource attribute `key`, if it has one.
+    pub fn resource_attribute(&self, key: &str) -> Option<String> {
+        self.resource
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+            .map(|value| match value {
+                Value::StringValue(text) => text.clone(),
+                other => format!("{other:?}"),
+            })
+    }
 }
 
 /// The receiver, on a free loopback port; it stops when dropped.
@@ -156,11 +173,16 @@ fn received_spans(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
                 other => format!("{other:?}"),
             })
             .unwrap_or_default();
+        let resource = resource_spans
+            .resource
+            .map(|r| r.attributes)
+            .unwrap_or_default();
         for scope_spans in resource_spans.scope_spans {
             for span in scope_spans.spans {
                 received.push(ReceivedSpan {
                     service: service.clone(),
                     span,
+                    resource: resource.clone(),
                 });
             }
         }
@@ -481,10 +503,12 @@ mod tests {
             ReceivedSpan {
                 service: "gateway".into(),
                 span: root,
+                resource: Vec::new(),
             },
             ReceivedSpan {
                 service: "logic".into(),
                 span: child,
+                resource: Vec::new(),
             },
         ];
         let text = render_waterfall(&spans, &[1; 16], 10);
@@ -525,18 +549,22 @@ mod tests {
             ReceivedSpan {
                 service: "task".into(),
                 span: consumer,
+                resource: Vec::new(),
             },
             ReceivedSpan {
                 service: "gateway".into(),
                 span: span("POST /orders", 1, None, 2, 10),
+                resource: Vec::new(),
             },
             ReceivedSpan {
                 service: "logic".into(),
                 span: span("publish", 3, Some(1), 4, 30),
+                resource: Vec::new(),
             },
             ReceivedSpan {
                 service: "logic".into(),
                 span: span("INSERT", 2, Some(1), 3, 20),
+                resource: Vec::new(),
             },
         ];
         let text = render_trace(&spans, &[1; 16], &["rpc.system"], &|v| v.to_owned());

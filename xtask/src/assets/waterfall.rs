@@ -375,6 +375,7 @@ mod tests {
     ) -> ReceivedSpan {
         ReceivedSpan {
             service: service.into(),
+            resource: Vec::new(),
             span: Span {
                 trace_id: vec![trace; 16],
                 span_id: vec![id; 8],

@@ -18,12 +18,14 @@
 //! gone, spans are dropped, requests are not slowed and memory does not grow.
 //! A collector that is down costs one log line, not one per batch.
 //!
-//! The SDK and the exporter read the standard variables themselves, so there
-//! is no code here for them: `OTEL_EXPORTER_OTLP_ENDPOINT` (default
+//! The SDK and the exporter read most standard variables themselves, so
+//! there is no code here for them: `OTEL_EXPORTER_OTLP_ENDPOINT` (default
 //! `http://localhost:4317`), `OTEL_EXPORTER_OTLP_TIMEOUT`,
 //! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, `OTEL_BSP_*` (the
-//! batching), `OTEL_RESOURCE_ATTRIBUTES`. Only `OTEL_SERVICE_NAME` needs a
-//! line, because each service has a name of its own when it is unset.
+//! batching), `OTEL_RESOURCE_ATTRIBUTES`. The Rust SDK leaves three to the
+//! program, and they are read here as the specification says: the service's
+//! name ([`service_name`]), `OTEL_SDK_DISABLED` and `OTEL_TRACES_EXPORTER`
+//! ([`exporting`]).
 
 use std::fmt::Display;
 use std::future::Future;
@@ -32,10 +34,11 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use opentelemetry::KeyValue;
 use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry::{Key, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::resource::{EnvResourceDetector, ResourceDetector};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use opentelemetry_semantic_conventions::attribute as semconv;
 use orders::Topology;
@@ -52,12 +55,21 @@ pub use grpc::{
 };
 
 // ANCHOR: init
-/// The tracer provider of `service`: its spans go in batches over OTLP/gRPC
-/// to the collector at `OTEL_EXPORTER_OTLP_ENDPOINT`. Called inside the
-/// Tokio runtime: the exporter's gRPC channel runs on it.
+/// The tracer provider of the service named `service_name` (see
+/// [`service_name`]): its spans go in batches over OTLP/gRPC to the
+/// collector at `OTEL_EXPORTER_OTLP_ENDPOINT`, unless [`exporting`] says
+/// no. Called inside the Tokio runtime: the exporter's gRPC channel runs on
+/// it.
 ///
 /// Errors: the exporter cannot be built (an endpoint that is not a URL).
-pub fn tracer_provider(service: Service) -> anyhow::Result<SdkTracerProvider> {
+pub fn tracer_provider(service_name: &str) -> anyhow::Result<SdkTracerProvider> {
+    if !exporting() {
+        // Spans still get ids, for the log lines and the next hop, and go
+        // nowhere.
+        return Ok(SdkTracerProvider::builder()
+            .with_resource(resource(service_name))
+            .build());
+    }
     // ANCHOR: exporter
     // Where to and how long to wait: the OTEL_EXPORTER_OTLP_* variables.
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -69,7 +81,7 @@ pub fn tracer_provider(service: Service) -> anyhow::Result<SdkTracerProvider> {
         // are waiting, from a queue of at most 2048: a span ended while the
         // queue is full is dropped, never waited for (OTEL_BSP_*).
         .with_batch_exporter(ReportFailures::new(exporter))
-        .with_resource(resource(service))
+        .with_resource(resource(service_name))
         // ANCHOR: sampler
         // No sampler here: the SDK reads OTEL_TRACES_SAMPLER and
         // OTEL_TRACES_SAMPLER_ARG. The default, `parentbased_always_on`,
@@ -83,27 +95,62 @@ pub fn tracer_provider(service: Service) -> anyhow::Result<SdkTracerProvider> {
 // ANCHOR_END: init
 
 // ANCHOR: resource
-/// Who sends the spans. `service.name` is the word the log lines have as
-/// `service` and Prometheus as `job`: the key that joins the three in
-/// Grafana. `OTEL_SERVICE_NAME` wins when it is set, as in every OpenTelemetry
-/// SDK; the logs and metrics keep their word, so leave it unset.
-fn resource(service: Service) -> Resource {
-    // Reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
-    let mut resource = Resource::builder();
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none_or(|name| name.is_empty()) {
-        resource = resource.with_service_name(service.name());
-    }
-    resource
-        .with_attributes([
-            KeyValue::new(semconv::SERVICE_VERSION, env!("CARGO_PKG_VERSION")),
-            // One per process: tells apart two copies of a service, or a
-            // service before and after a restart.
-            KeyValue::new(
-                semconv::SERVICE_INSTANCE_ID,
-                uuid::Uuid::new_v4().to_string(),
-            ),
-        ])
+/// The name of `service` in every pillar, resolved once, as the
+/// specification orders it: `OTEL_SERVICE_NAME`, else `service.name` in
+/// `OTEL_RESOURCE_ATTRIBUTES`, else the service's own word. It is the
+/// spans' `service.name`, the log lines' `service` and, when Prometheus
+/// scrapes with the same word as its `job`, the key that joins the three
+/// in Grafana.
+pub fn service_name(service: Service) -> String {
+    let given = std::env::var("OTEL_SERVICE_NAME").ok();
+    given
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            EnvResourceDetector::new()
+                .detect()
+                .get(&Key::new(semconv::SERVICE_NAME))
+                .map(|name| name.to_string())
+        })
+        .unwrap_or_else(|| service.name().to_owned())
+}
+
+/// Who sends the spans: `service_name`, and what `OTEL_RESOURCE_ATTRIBUTES`
+/// says (the SDK's detectors read it), over this program's defaults.
+fn resource(service_name: &str) -> Resource {
+    let given = EnvResourceDetector::new().detect();
+    let defaults = [
+        KeyValue::new(semconv::SERVICE_VERSION, env!("CARGO_PKG_VERSION")),
+        // One per process: tells apart two copies of a service, or a
+        // service before and after a restart.
+        KeyValue::new(
+            semconv::SERVICE_INSTANCE_ID,
+            uuid::Uuid::new_v4().to_string(),
+        ),
+    ];
+    Resource::builder()
+        .with_attributes(
+            defaults
+                .into_iter()
+                .filter(|kv| given.get(&kv.key).is_none()),
+        )
+        .with_service_name(service_name.to_owned())
         .build()
+}
+
+/// Are spans sent? Not with `OTEL_SDK_DISABLED=true` (the whole SDK off),
+/// nor with `OTEL_TRACES_EXPORTER=none`; `otlp`, the default, is the one
+/// exporter this program has.
+pub fn exporting() -> bool {
+    let var = |name| {
+        std::env::var(name)
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    };
+    let disabled = var("OTEL_SDK_DISABLED") == "true";
+    let exporters = var("OTEL_TRACES_EXPORTER");
+    let otlp = exporters.is_empty() || exporters.split(',').any(|e| e.trim() == "otlp");
+    !disabled && otlp
 }
 // ANCHOR_END: resource
 

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use opentelemetry::trace::TraceContextExt;
-use orders::topology::Service;
 use serde_json::Value;
 use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
@@ -75,7 +74,7 @@ const LINE_KEYS: [&str; 7] = [
 /// `serde_json` escapes quotes, backslashes and control characters, so no
 /// value, however hostile, can end a line or start another.
 pub struct JsonLines<W> {
-    service: Service,
+    service: String,
     make_writer: W,
     /// The subscriber this layer is part of, to look up the OpenTelemetry
     /// context of a span. Weak: the subscriber owns the layer.
@@ -83,9 +82,12 @@ pub struct JsonLines<W> {
 }
 
 impl<W> JsonLines<W> {
-    pub fn new(service: Service, make_writer: W) -> Self {
+    /// Lines of the service named `service`: the word each line carries as
+    /// `service`, which must be the spans' `service.name` and Prometheus's
+    /// `job` too, since it is the key that joins the pillars.
+    pub fn new(service: impl Into<String>, make_writer: W) -> Self {
         Self {
-            service,
+            service: service.into(),
             make_writer,
             dispatch: OnceLock::new(),
         }
@@ -157,7 +159,7 @@ where
         push_entry(&mut line, "timestamp", &Value::from(timestamp));
         let level = metadata.level().as_str().to_ascii_lowercase();
         push_entry(&mut line, "level", &Value::from(level));
-        push_entry(&mut line, "service", &Value::from(self.service.name()));
+        push_entry(&mut line, "service", &Value::from(self.service.as_str()));
         push_entry(&mut line, "target", &Value::from(metadata.target()));
         push_entry(&mut line, "message", &message);
         if let Some((trace_id, span_id)) = ids {
@@ -308,7 +310,7 @@ mod tests {
         let subscriber = tracing_subscriber::registry().with(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
-                .and_then(JsonLines::new(Service::Logic, move || writer.clone())),
+                .and_then(JsonLines::new("logic", move || writer.clone())),
         );
         tracing::subscriber::with_default(subscriber, log);
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();

@@ -192,10 +192,26 @@ define_promises! { $
                 section: "03-grpc-tracing.md#what-you-see",
             }
             otel_service_name_wins_in_the_spans {
-                claim: "OTEL_SERVICE_NAME names the service in its spans; the log field keeps \
-                    the service's own word",
+                claim: "OTEL_SERVICE_NAME names the service in its spans and in the log field \
+                    `service` alike",
                 diagnosis: "service.name set by hand over what the SDK reads from the \
-                    environment, or the log field `service` taken from the resource",
+                    environment, or the log field `service` taken from the subcommand instead \
+                    of the one resolved name: the join key between the pillars breaks",
+                section: "03-grpc-tracing.md#the-otel_-variables",
+            }
+            otel_resource_attributes_arrive_as_given {
+                claim: "OTEL_RESOURCE_ATTRIBUTES arrives as given: its service.instance.id is \
+                    kept, its service.name names spans and lines when OTEL_SERVICE_NAME is unset",
+                diagnosis: "the program's own attributes (a random service.instance.id, the \
+                    subcommand as service.name) set after the SDK's detectors, so they replace \
+                    what the operator said",
+                section: "03-grpc-tracing.md#the-otel_-variables",
+            }
+            otel_sdk_disabled_or_exporter_none_sends_no_span {
+                claim: "with OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none the order \
+                    completes and no span is sent, not even at shutdown",
+                diagnosis: "the Rust SDK does not read these two: the exporter is built \
+                    whatever they say; read them where the tracer provider is made",
                 section: "03-grpc-tracing.md#the-otel_-variables",
             }
             the_trace_context_crosses_grpc_both_ways {

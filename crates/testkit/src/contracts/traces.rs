@@ -537,10 +537,39 @@ pub async fn a_sampler_of_zero_keeps_only_the_traces_callers_keep(subject: &Subj
 }
 
 /// `OTEL_SERVICE_NAME` names the service in its spans, as in every
-/// OpenTelemetry SDK; the log field `service` keeps the service's own word.
+/// OpenTelemetry SDK, and in its log lines: the field `service` is the
+/// spans' `service.name`, the key that joins the pillars.
 pub async fn otel_service_name_wins_in_the_spans(subject: &Subject) {
     let system = system(subject)
-        .env("OTEL_SERVICE_NAME", "shop")
+        .env("OTEL_SERVICE_NAME", "checkout")
+        .start()
+        .await;
+    let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
+    let spans = system
+        .wait_for_spans("the spans of the order", |spans| {
+            sent(spans, "checkout", "INSERT orders", &trace)
+        })
+        .await;
+    assert!(spans.iter().all(|s| s.service == "checkout"));
+    for (service, message) in [
+        (Service::Gateway, "order accepted"),
+        (Service::Logic, "order created"),
+    ] {
+        let line = wait_for_line(&system, service, message, &order_id).await;
+        assert_eq!(line["service"], "checkout", "{service}'s line: {line:?}");
+    }
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES` is what the operator says: its
+/// `service.instance.id` arrives as given, not replaced by a random one,
+/// and its `service.name` names the service when `OTEL_SERVICE_NAME` does
+/// not, in the spans and the lines alike.
+pub async fn otel_resource_attributes_arrive_as_given(subject: &Subject) {
+    let system = system(subject)
+        .env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "service.instance.id=pod-7,service.name=shop,deployment.environment.name=test",
+        )
         .start()
         .await;
     let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
@@ -549,9 +578,47 @@ pub async fn otel_service_name_wins_in_the_spans(subject: &Subject) {
             sent(spans, "shop", "INSERT orders", &trace)
         })
         .await;
-    assert!(spans.iter().all(|s| s.service == "shop"));
-    let accepted = wait_for_line(&system, Service::Gateway, "order accepted", &order_id).await;
-    assert_eq!(accepted["service"], "gateway");
+    for span in &spans {
+        let attribute = |key| span.resource_attribute(key);
+        assert_eq!(span.service, "shop", "{}", span.span.name);
+        assert_eq!(attribute("service.instance.id").as_deref(), Some("pod-7"));
+        assert_eq!(
+            attribute("deployment.environment.name").as_deref(),
+            Some("test")
+        );
+    }
+    let line = wait_for_line(&system, Service::Gateway, "order accepted", &order_id).await;
+    assert_eq!(line["service"], "shop", "{line:?}");
+}
+
+/// `OTEL_SDK_DISABLED=true` and `OTEL_TRACES_EXPORTER=none` each stop every
+/// span from being sent: the order completes, and after every service has
+/// stopped, which sends what is queued, the receiver has nothing.
+pub async fn otel_sdk_disabled_or_exporter_none_sends_no_span(subject: &Subject) {
+    for (variable, value) in [
+        ("OTEL_SDK_DISABLED", "true"),
+        ("OTEL_TRACES_EXPORTER", "none"),
+    ] {
+        let mut system = system(subject).env(variable, value).start().await;
+        let order_id = system.api.place_order(&order_body("1001", "A001", 1)).await;
+        let order = system.api.wait_until_handled(&order_id).await;
+        assert_eq!(order["status"], "completed", "{variable}={value}");
+        // The lines keep their trace ids: spans exist, and go nowhere.
+        let accepted = wait_for_line(&system, Service::Gateway, "order accepted", &order_id).await;
+        assert!(
+            str_field(&accepted, "trace_id").is_some_and(is_trace_id),
+            "{variable}={value}: {accepted:?}"
+        );
+        for service in Service::ALL {
+            assert!(system.terminate(service).await.success(), "{service}");
+        }
+        let spans: Vec<String> = system
+            .spans()
+            .iter()
+            .map(|s| format!("{} {}", s.service, s.span.name))
+            .collect();
+        assert!(spans.is_empty(), "{variable}={value} sent {spans:?}");
+    }
 }
 
 /// `RUST_LOG=trace` turns on the libraries' lines, never their spans: the
