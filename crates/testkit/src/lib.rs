@@ -12,6 +12,7 @@ pub mod launched;
 pub mod logs;
 pub mod otlp;
 pub mod progress;
+pub mod prometheus;
 pub mod stack;
 pub mod stuck_logic;
 pub mod subject;

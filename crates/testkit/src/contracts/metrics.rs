@@ -5,6 +5,7 @@
 use std::fmt::Write;
 
 use crate::contracts::faults::gateway_alone;
+use crate::prometheus::Prometheus;
 use crate::{Api, DEADLINE, Service, Subject, System, order_body, wait_for};
 use futures::StreamExt;
 use orders::pb::gateway_callback_client::GatewayCallbackClient;
@@ -352,3 +353,80 @@ pub async fn a_call_past_the_deadline_counts_as_deadline_exceeded(subject: &Subj
     assert_eq!(sum(&gateway, r#"http_requests_total{status="504"}"#), 1.0);
 }
 // ANCHOR_END: client_codes
+
+// ANCHOR: first_error
+pub async fn prometheus_counts_every_error_in_the_slo_ratio(subject: &Subject) {
+    let Some(prometheus) = crate::prometheus::binary("the SLO's error ratio in Prometheus") else {
+        return;
+    };
+    let mut system = subject.start().await;
+    let targets: Vec<_> = Service::ALL
+        .iter()
+        .map(|&service| (service.name(), system.topology.admin(service)))
+        .collect();
+    let rules = crate::stack::repo_root()
+        .join(crate::stack::RULES_DIR)
+        .join("recording.rules.yml");
+    let prometheus = Prometheus::start(&prometheus, &targets, &[rules])
+        .await
+        .expect("starting prometheus");
+    // Prometheus's first sample of each service is taken before any
+    // request: what the service shows when it starts.
+    prometheus.wait_until_scraped(targets.len()).await;
+
+    const OK: usize = 5;
+    const FAILED: usize = 3;
+    for i in 0..OK {
+        system
+            .api
+            .place_order(&order_body(&format!("user-{i}"), "A001", 1))
+            .await;
+    }
+    // Logic down: each order is answered 503 at once, the three usually
+    // between two scrapes, so a 503 series that did not exist before would
+    // first be seen at 3.
+    system.stop(Service::Logic).await;
+    for _ in 0..FAILED {
+        let (status, _) = system.api.post_order(&order_body("1001", "A001", 1)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    // What the availability alerts read: the recording rule's share of 5xx
+    // among POST /orders over the last hour. Prometheus computes it from
+    // `rate()` over each series, which extrapolates every series of one
+    // target by the same factor, so the ratio is exactly 3 of 8 once every
+    // series counted from 0; and so is the dashboards' error ratio of the
+    // gateway's calls to logic. A series that appears with its first
+    // increment loses that increment: the ratio then stays below (or reads 0).
+    let expected = FAILED as f64 / (OK + FAILED) as f64;
+    let queries = [
+        "slo:post_orders_errors:ratio_rate1h",
+        r#"sum(rate(grpc_client_handled_total{job="gateway",method="CreateOrder",code!="OK"}[1h]))
+           / sum(rate(grpc_client_handled_total{job="gateway",method="CreateOrder"}[1h]))"#,
+    ];
+    let give_up = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut read = Vec::new();
+        for query in queries {
+            read.push(prometheus.value(query).await);
+        }
+        let exact = |value: &Option<f64>| value.is_some_and(|v| (v - expected).abs() < 1e-9);
+        if read.iter().all(exact) {
+            break;
+        }
+        if tokio::time::Instant::now() > give_up {
+            let by_status = prometheus
+                .query(r#"increase(http_requests_total{job="gateway",route="/orders"}[1h])"#)
+                .await
+                .unwrap();
+            panic!(
+                "{FAILED} of {} POST /orders failed, so each ratio should read {expected}; \
+                 after {DEADLINE:?} Prometheus read {read:?} for {queries:#?}\n\
+                 increase() of each series of POST /orders: {by_status:?}",
+                OK + FAILED
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+// ANCHOR_END: first_error

@@ -122,6 +122,14 @@ define_promises! { $
                     anything: record in a Drop guard, as grpc_client does",
                 section: "01-metrics.md#grpc-clients",
             }
+            prometheus_counts_every_error_in_the_slo_ratio {
+                claim: "Prometheus, scraping the services, counts every error in the SLO's error \
+                    ratio, the first ones included",
+                diagnosis: "a series the rules read appears only with its first increment, which \
+                    rate() and increase() cannot see: create the label sets the rules, alerts \
+                    and dashboards read at 0 when the service starts",
+                section: "01-metrics.md#series-that-exist-from-the-start",
+            }
         }
     }
     2 {
