@@ -175,7 +175,7 @@ pub async fn track_http(
 pub fn grpc_server_span(request: &http::Request<()>) -> tracing::Span {
     let span = tracing::info_span!(
         "grpc request",
-        rpc = request.uri().path().trim_start_matches('/'),
+        rpc = names::grpc_method_name(request.uri().path()),
         otel.name = traces::grpc_span_name(request.uri().path()),
         otel.kind = "server",
     );

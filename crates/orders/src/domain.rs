@@ -4,6 +4,7 @@ use std::ops::RangeInclusive;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 // ANCHOR: limits
 /// Longest `user_id`, `product_id` or `order_id` accepted, in characters.
@@ -55,7 +56,12 @@ impl NewOrder {
 
 // ANCHOR: validate_id
 /// An identifier is non-empty, at most [`MAX_ID_CHARS`] characters, and has
-/// no control characters (so it can never forge a line in a log or a header).
+/// no control characters (so it can never forge a line in a log or a
+/// header), and no format or separator characters either: Unicode's
+/// categories Cf, Zl and Zp, which are invisible or break a line where
+/// they are shown (U+200B, U+FEFF, U+202E that turns the text around, the
+/// isolates U+2066 to U+2069, U+2028, U+2029), so an id that looks like
+/// another cannot be made.
 pub fn validate_id(field: &'static str, value: &str) -> Result<(), InvalidOrder> {
     let reason = if value.trim().is_empty() {
         "must not be empty".to_owned()
@@ -63,12 +69,24 @@ pub fn validate_id(field: &'static str, value: &str) -> Result<(), InvalidOrder>
         format!("must be at most {MAX_ID_CHARS} characters")
     } else if value.chars().any(char::is_control) {
         "must not contain control characters".to_owned()
+    } else if value.chars().any(invisible) {
+        "must not contain format or separator characters".to_owned()
     } else {
         return Ok(());
     };
     Err(InvalidOrder { field, reason })
 }
 // ANCHOR_END: validate_id
+
+/// A format character (Cf) or a line or paragraph separator (Zl, Zp).
+fn invisible(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
+}
 
 /// A stored order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
@@ -135,6 +153,15 @@ mod tests {
             ("1001", long.as_str(), 1, "product_id"),
             ("10\n01", "A001", 1, "user_id"),
             ("1001", "A\u{1b}[31m", 1, "product_id"),
+            ("\u{200b}", "A001", 1, "user_id"),
+            ("1001\u{202e}", "A001", 1, "user_id"),
+            ("1001", "\u{feff}A001", 1, "product_id"),
+            ("10\u{2028}01", "A001", 1, "user_id"),
+            ("10\u{2029}01", "A001", 1, "user_id"),
+            ("1001", "A\u{2066}001\u{2069}", 1, "product_id"),
+            ("1001", "A\u{2067}001", 1, "product_id"),
+            ("1001", "A\u{2068}001", 1, "product_id"),
+            ("1001", "A\u{85}001", 1, "product_id"),
             ("1001", "A001", 0, "quantity"),
             ("1001", "A001", 1001, "quantity"),
             ("1001", "A001", -5, "quantity"),
@@ -142,6 +169,13 @@ mod tests {
         for (user, product, quantity, field) in cases {
             let err = NewOrder::validate(user, product, quantity).unwrap_err();
             assert_eq!(err.field, field, "{user:?} {product:?} {quantity}");
+        }
+    }
+
+    #[test]
+    fn visible_non_ascii_is_an_id() {
+        for id in ["Ann O'Brien", "☃ 🦀", "é", "名前", "a b"] {
+            assert!(validate_id("user_id", id).is_ok(), "{id:?}");
         }
     }
 

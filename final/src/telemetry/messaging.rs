@@ -199,10 +199,13 @@ pub fn consumer_span(message: &jetstream::Message, relation: TraceRelation) -> S
     span.set_attribute(semconv::MESSAGING_OPERATION_TYPE, "process");
     span.set_attribute(semconv::MESSAGING_OPERATION_NAME, "process");
     span.set_attribute(semconv::MESSAGING_CONSUMER_GROUP_NAME, queue::CONSUMER);
+    // The id is the order's: recorded only when it is one by the domain's
+    // rules (short, printable), since any publisher may send any header.
     if let Some(id) = message
         .headers
         .as_ref()
         .and_then(|h| h.get(NATS_MESSAGE_ID))
+        .filter(|id| orders::domain::validate_id("order_id", id.as_str()).is_ok())
     {
         span.set_attribute(semconv::MESSAGING_MESSAGE_ID, id.as_str().to_owned());
     }

@@ -35,9 +35,10 @@ define_promises! { $
             rejected_requests_get_a_json_error_and_leave_no_trace {
                 claim: "every bad request gets its status and a JSON error, and nothing is stored \
                     or published",
-                diagnosis: "a check runs after the order is stored or published, or a refusal has \
+                diagnosis: "a check runs after the order is stored or published, a refusal has \
                     the wrong status (400 for bad JSON, 422 for bad fields, 401, 413) or no JSON \
-                    error body",
+                    error body, or an id with an invisible format or separator character \
+                    (U+200B, U+202E, U+FEFF, U+2028) is accepted",
                 section: "00-baseline.md#validation-and-error-statuses",
             }
         }
@@ -244,6 +245,14 @@ define_promises! { $
                 diagnosis: "an invalid context taken over as the parent (the SDK's lenient \
                     parser without the W3C checks, or a header sent twice read as one), or a \
                     failed extraction that fails or slows the request",
+                section: "02-logs.md#reading-a-traceparent-strictly",
+            }
+            an_oversized_tracestate_is_dropped_and_the_order_succeeds {
+                claim: "a tracestate beyond W3C's limits (32 members, 512 characters) is \
+                    dropped, never forwarded, and the order succeeds",
+                diagnosis: "the tracestate forwarded as it came: the next hop's HTTP/2 server \
+                    refuses the header list (431, seen as 502), or every message carries \
+                    kilobytes of headers; check it where the context is extracted",
                 section: "02-logs.md#reading-a-traceparent-strictly",
             }
             a_sampler_of_zero_keeps_only_the_traces_callers_keep {

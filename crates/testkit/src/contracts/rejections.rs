@@ -126,6 +126,41 @@ const CASES: &[Case] = &[
         status: StatusCode::UNPROCESSABLE_ENTITY,
     },
     Case {
+        name: "zero-width space as user_id (U+200B)",
+        request: |api| post_json(api, order_body("\u{200b}", "A001", 1)),
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+    },
+    Case {
+        name: "right-to-left override in user_id (U+202E)",
+        request: |api| post_json(api, order_body("1001\u{202e}", "A001", 1)),
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+    },
+    Case {
+        name: "byte-order mark in product_id (U+FEFF)",
+        request: |api| post_json(api, order_body("1001", "\u{feff}A001", 1)),
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+    },
+    Case {
+        name: "line separator in user_id (U+2028)",
+        request: |api| post_json(api, order_body("10\u{2028}01", "A001", 1)),
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+    },
+    Case {
+        name: "paragraph separator in user_id (U+2029)",
+        request: |api| post_json(api, order_body("10\u{2029}01", "A001", 1)),
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+    },
+    Case {
+        name: "isolates in product_id (U+2066..U+2069)",
+        request: |api| {
+            post_json(
+                api,
+                order_body("1001", "\u{2066}A\u{2067}0\u{2068}01\u{2069}", 1),
+            )
+        },
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+    },
+    Case {
         name: "quantity zero",
         request: |api| post_json(api, order_body("1001", "A001", 0)),
         status: StatusCode::UNPROCESSABLE_ENTITY,

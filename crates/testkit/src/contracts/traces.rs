@@ -343,6 +343,50 @@ pub async fn a_malformed_traceparent_starts_a_fresh_trace(subject: &Subject) {
     assert_eq!(traces.len(), malformed.len(), "a fresh trace each time");
 }
 
+/// A `tracestate` beyond W3C's limits (32 members, 512 characters) is
+/// dropped, not forwarded: the order succeeds in the client's trace, and no
+/// span carries it. One within them goes on to logic as it came.
+pub async fn an_oversized_tracestate_is_dropped_and_the_order_succeeds(subject: &Subject) {
+    let system = system(subject).start().await;
+    let member = |i: usize| format!("{}{i:03}={}", "k".repeat(253), "v".repeat(256));
+    let huge: Vec<String> = (0..31).map(member).collect();
+    let many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+    let cases = [
+        ("31 members of 512 characters", huge.join(","), ""),
+        ("33 members", many.join(","), ""),
+        (
+            "one member",
+            "congo=t61rcWkgMzE".to_owned(),
+            "congo=t61rcWkgMzE",
+        ),
+    ];
+    for (i, (case, tracestate, kept)) in cases.iter().enumerate() {
+        let client_trace = format!("{:032x}", 0x4bf9_2f35_u128 + i as u128);
+        let traceparent = format!("00-{client_trace}-{CLIENT_SPAN}-01");
+        let headers = [
+            ("traceparent", traceparent.as_str()),
+            ("tracestate", tracestate.as_str()),
+        ];
+        let (_, (trace, _, _)) = post_order_with(&system.api, &headers).await;
+        assert_eq!(trace, client_trace, "{case}: the traceparent is continued");
+        let spans = system
+            .wait_for_spans("the order's spans in logic", |spans| {
+                sent(spans, "logic", "INSERT orders", &trace)
+            })
+            .await;
+        for span in spans
+            .iter()
+            .filter(|s| trace_id_hex(&s.span.trace_id) == trace)
+        {
+            assert_eq!(
+                span.span.trace_state, *kept,
+                "{case}: {} {}",
+                span.service, span.span.name
+            );
+        }
+    }
+}
+
 /// The line each service writes when sending its spans starts to fail.
 const SENDING_FAILED: &str = "sending spans failed; they are dropped until the collector answers";
 
