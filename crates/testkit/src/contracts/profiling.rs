@@ -367,3 +367,149 @@ pub async fn profiles_are_never_on_the_public_port(subject: &Subject) {
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
     }
 }
+
+/// The crates whose allocations are the profiler's own: the CPU sampler,
+/// the heap profile's reader, and the symbolizer both use.
+const PROFILER_CRATES: [&str; 8] = [
+    "pprof",
+    "pprof_util",
+    "jemalloc_pprof",
+    "backtrace",
+    "gimli",
+    "addr2line",
+    "object",
+    "findshlibs",
+];
+
+/// How much ten profiles may add to a service's resident memory.
+const TEN_PROFILES_BOUND: f64 = 10.0 * 1024.0 * 1024.0;
+
+/// A service's heap profile, decoded.
+async fn heap_profile(system: &System, service: Service) -> Profile {
+    let response = get(system, service, "/debug/pprof/heap").await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{service}'s heap profile"
+    );
+    decode(&response.bytes().await.expect("reading the heap profile"))
+}
+
+/// A service's resident memory now, in bytes, as its `/metrics` says
+/// (`process_resident_memory_bytes`, read from the kernel at each scrape).
+async fn resident_bytes(system: &System, service: Service) -> f64 {
+    let text = get(system, service, "/metrics")
+        .await
+        .text()
+        .await
+        .expect("reading /metrics");
+    let samples = crate::exposition::samples(&text).expect("the Prometheus text format");
+    samples
+        .iter()
+        .find(|sample| sample.name == "process_resident_memory_bytes")
+        .unwrap_or_else(|| panic!("{service}: no process_resident_memory_bytes on /metrics"))
+        .value
+}
+
+fn mib(bytes: f64) -> String {
+    format!("{:.1} MiB", bytes / 1024.0 / 1024.0)
+}
+
+/// Is `function` (demangled, maybe `<Type as Trait>::method`) code of one
+/// of the profiler's crates?
+fn is_profilers(function: &str) -> bool {
+    let path = function.trim_start_matches(['<', '&']);
+    PROFILER_CRATES.iter().any(|krate| {
+        path.strip_prefix(krate)
+            .is_some_and(|rest| rest.starts_with("::"))
+    })
+}
+
+/// The function names on a sample's stack, innermost first.
+fn stack<'p>(profile: &'p Profile, sample: &pprof::protos::Sample) -> Vec<&'p str> {
+    sample
+        .location_id
+        .iter()
+        .filter_map(|id| profile.location.iter().find(|location| location.id == *id))
+        .flat_map(|location| &location.line)
+        .filter_map(|line| {
+            profile
+                .function
+                .iter()
+                .find(|function| function.id == line.function_id)
+        })
+        .map(|function| profile.string_table[function.name as usize].as_str())
+        .collect()
+}
+
+pub async fn ten_profiles_leave_the_memory_where_it_was(subject: &Subject) {
+    let system = subject.start().await;
+    let service = Service::Task;
+    let order_id = system.api.place_order(&order_body("1001", "A001", 1)).await;
+    system.api.wait_until_handled(&order_id).await;
+
+    // The first CPU profile sets up what every later one reuses (pprof's
+    // table of stacks): a cost paid once per process, so the count starts
+    // after it.
+    let started = resident_bytes(&system, service).await;
+    cpu_profile(&system, service, 1).await;
+    heap_profile(&system, service).await;
+    let before = resident_bytes(&system, service).await;
+    for _ in 0..5 {
+        heap_profile(&system, service).await;
+        cpu_profile(&system, service, 1).await;
+    }
+    // The profiler gives back what it used before it answers; the wait is
+    // only for the service's own memory to settle.
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut after = resident_bytes(&system, service).await;
+    while after > before + TEN_PROFILES_BOUND && tokio::time::Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        after = resident_bytes(&system, service).await;
+    }
+    assert!(
+        after <= before + TEN_PROFILES_BOUND,
+        "{service}'s resident memory: {} at start, {} after a first CPU and heap profile, \
+         {} after ten more, {} more than they may add",
+        mib(started),
+        mib(before),
+        mib(after),
+        mib(after - before - TEN_PROFILES_BOUND),
+    );
+}
+
+pub async fn a_heap_profile_shows_the_service_not_the_profiler(subject: &Subject) {
+    let system = subject.start().await;
+    let service = Service::Task;
+    let order_id = system.api.place_order(&order_body("1001", "A001", 1)).await;
+    system.api.wait_until_handled(&order_id).await;
+
+    // Everything the profiler keeps or leaves behind is there by now: its
+    // table of stacks, and what symbolizing a CPU and a heap profile read.
+    cpu_profile(&system, service, 1).await;
+    heap_profile(&system, service).await;
+    let profile = heap_profile(&system, service).await;
+
+    let mut total = 0;
+    let mut profilers = 0;
+    let mut theirs = Vec::new();
+    for sample in &profile.sample {
+        let bytes = sample.value.first().copied().unwrap_or(0);
+        total += bytes;
+        let stack = stack(&profile, sample);
+        if let Some(function) = stack.iter().find(|function| is_profilers(function)) {
+            profilers += bytes;
+            theirs.push((bytes, (*function).to_owned()));
+        }
+    }
+    assert!(total > 0, "{service}'s heap profile has bytes in use");
+    theirs.sort_unstable_by(|a, b| b.cmp(a));
+    theirs.truncate(5);
+    assert!(
+        profilers * 10 <= total,
+        "{service}'s heap profile: {} of {} in use below the profiler's own code, the largest \
+         {theirs:?}",
+        mib(profilers as f64),
+        mib(total as f64),
+    );
+}

@@ -396,6 +396,22 @@ define_promises! { $
                 claim: "every --help documents every flag with its variable, the OTEL_* \
                     variables, RUST_LOG, health and shutdown, and never shows the token",
                 diagnosis: "a flag without `env`, a setting left out of the help text, or the \
+            ten_profiles_leave_the_memory_where_it_was {
+                claim: "after a first CPU profile, ten more profiles leave a service's resident \
+                    memory within 10 MiB of where it was",
+                diagnosis: "the profiler keeps what it used: the symbolizer's cache of debug \
+                    information (drop it after each profile) or freed pages jemalloc holds on \
+                    to (purge them)",
+                section: "05-profiling.md#what-the-profiler-costs",
+            }
+            a_heap_profile_shows_the_service_not_the_profiler {
+                claim: "a heap profile taken after other profiles shows the service's memory, \
+                    not the profiler's",
+                diagnosis: "the profiler's own allocations are sampled: the CPU sampler's table \
+                    and the symbolizer's cache top the heap profile; turn jemalloc's sampling \
+                    off in the thread that does the profiler's work",
+                section: "05-profiling.md#what-the-profiler-costs",
+            }
                     token shown as a flag's default value",
                 section: "final.md#configuration",
             }

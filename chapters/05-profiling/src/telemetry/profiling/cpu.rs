@@ -10,8 +10,8 @@ use axum::response::Response;
 use pprof::protos::Message as _;
 
 use super::{
-    BLOCKLIST, DEFAULT_CPU_SECONDS, ProfileQuery, ProfilingError, SAMPLES_PER_SECOND, gzip,
-    pprof_response, process_name, seconds, svg_response,
+    BLOCKLIST, DEFAULT_CPU_SECONDS, HeapSampling, ProfileQuery, ProfilingError, SAMPLES_PER_SECOND,
+    gzip, pprof_response, process_name, profilers_own, seconds, svg_response,
 };
 
 /// What a CPU profile is rendered as.
@@ -64,10 +64,12 @@ pub(super) async fn cpu_profile(
 /// requests and handling orders: that is what gets sampled.
 async fn profile_cpu(duration: Duration, format: CpuFormat) -> Result<Vec<u8>, ProfilingError> {
     let one_at_a_time = CPU_PROFILE.try_lock().map_err(|_| ProfilingError::Busy)?;
-    // Starting reads the list of loaded libraries (for the blocklist), and
-    // the first start in a process loads the binary's symbols, which takes
-    // a while in a debug build: blocking work, for a blocking thread.
+    // Starting reads the list of loaded libraries (for the blocklist) and
+    // loads the binary's symbols, which takes a while in a debug build:
+    // blocking work, for a blocking thread. The symbols stay loaded until
+    // the report below has used them; jemalloc does not sample any of it.
     let sampling = tokio::task::spawn_blocking(|| {
+        let _unsampled = HeapSampling::off_in_this_thread();
         pprof::ProfilerGuardBuilder::default()
             .frequency(SAMPLES_PER_SECOND)
             .blocklist(BLOCKLIST)
@@ -91,17 +93,19 @@ async fn profile_cpu(duration: Duration, format: CpuFormat) -> Result<Vec<u8>, P
     // go with it, so even when the client hangs up now, the next profile
     // waits until this one is really over.
     tokio::task::spawn_blocking(move || {
-        let report = sampling
-            .report()
-            .frames_post_processor(without_sampler_frames)
-            .build();
-        drop(sampling);
-        drop(one_at_a_time);
-        let report = report.map_err(|e| ProfilingError::Failed(format!("reporting: {e}")))?;
-        match format {
-            CpuFormat::Pprof => encode_pprof(&report),
-            CpuFormat::Svg => draw_flamegraph(&report, duration),
-        }
+        profilers_own(|| {
+            let report = sampling
+                .report()
+                .frames_post_processor(without_sampler_frames)
+                .build();
+            drop(sampling);
+            drop(one_at_a_time);
+            let report = report.map_err(|e| ProfilingError::Failed(format!("reporting: {e}")))?;
+            match format {
+                CpuFormat::Pprof => encode_pprof(&report),
+                CpuFormat::Svg => draw_flamegraph(&report, duration),
+            }
+        })
     })
     .await
     .map_err(|e| ProfilingError::Failed(format!("rendering the profile: {e}")))?
