@@ -448,33 +448,48 @@ pub async fn ten_profiles_leave_the_memory_where_it_was(subject: &Subject) {
     let order_id = system.api.place_order(&order_body("1001", "A001", 1)).await;
     system.api.wait_until_handled(&order_id).await;
 
-    // The first CPU profile sets up what every later one reuses (pprof's
-    // table of stacks): a cost paid once per process, so the count starts
-    // after it.
+    // Heap profiles keep nothing: not even the first one.
     let started = resident_bytes(&system, service).await;
+    for _ in 0..5 {
+        heap_profile(&system, service).await;
+    }
+    settles_within(&system, service, started, "five heap profiles").await;
+
+    // The first CPU profile sets up what every later one reuses (pprof's
+    // table of stacks), a cost paid once per process; after it, CPU and
+    // heap profiles keep nothing either.
     cpu_profile(&system, service, 1).await;
-    heap_profile(&system, service).await;
     let before = resident_bytes(&system, service).await;
     for _ in 0..5 {
         heap_profile(&system, service).await;
         cpu_profile(&system, service, 1).await;
     }
-    // The profiler gives back what it used before it answers; the wait is
-    // only for the service's own memory to settle.
+    settles_within(
+        &system,
+        service,
+        before,
+        "ten heap and CPU profiles after the first CPU profile",
+    )
+    .await;
+}
+
+/// Waits (up to 10 s) until `service`'s resident memory is within
+/// [`TEN_PROFILES_BOUND`] of `before`, taken before `what`. The profiler
+/// gives back what it used before it answers; the wait is only for the
+/// service's own memory to settle.
+async fn settles_within(system: &System, service: Service, before: f64, what: &str) {
     let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut after = resident_bytes(&system, service).await;
+    let mut after = resident_bytes(system, service).await;
     while after > before + TEN_PROFILES_BOUND && tokio::time::Instant::now() < give_up {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        after = resident_bytes(&system, service).await;
+        after = resident_bytes(system, service).await;
     }
     assert!(
         after <= before + TEN_PROFILES_BOUND,
-        "{service}'s resident memory: {} at start, {} after a first CPU and heap profile, \
-         {} after ten more, {} more than they may add",
-        mib(started),
+        "{service}'s resident memory: {} before {what}, {} after, more than {} added",
         mib(before),
         mib(after),
-        mib(after - before - TEN_PROFILES_BOUND),
+        mib(TEN_PROFILES_BOUND),
     );
 }
 

@@ -397,8 +397,8 @@ define_promises! { $
                     variables, RUST_LOG, health and shutdown, and never shows the token",
                 diagnosis: "a flag without `env`, a setting left out of the help text, or the \
             ten_profiles_leave_the_memory_where_it_was {
-                claim: "after a first CPU profile, ten more profiles leave a service's resident \
-                    memory within 10 MiB of where it was",
+                claim: "heap profiles, and CPU and heap profiles after the first CPU profile, \
+                    leave a service's resident memory within 10 MiB of where it was",
                 diagnosis: "the profiler keeps what it used: the symbolizer's cache of debug \
                     information (drop it after each profile) or freed pages jemalloc holds on \
                     to (purge them)",
