@@ -388,14 +388,6 @@ define_promises! { $
                     report built on the runtime): wait with tokio and build on the blocking pool",
                 section: "05-profiling.md#overhead-and-safety",
             }
-        }
-    }
-    6 {
-        production {
-            help_documents_every_setting_and_the_otel_variables {
-                claim: "every --help documents every flag with its variable, the OTEL_* \
-                    variables, RUST_LOG, health and shutdown, and never shows the token",
-                diagnosis: "a flag without `env`, a setting left out of the help text, or the \
             ten_profiles_leave_the_memory_where_it_was {
                 claim: "heap profiles, and CPU and heap profiles after the first CPU profile, \
                     leave a service's resident memory within 10 MiB of where it was",
@@ -412,6 +404,14 @@ define_promises! { $
                     off in the thread that does the profiler's work",
                 section: "05-profiling.md#what-the-profiler-costs",
             }
+        }
+    }
+    6 {
+        production {
+            help_documents_every_setting_and_the_otel_variables {
+                claim: "every --help documents every flag with its variable, the OTEL_* \
+                    variables, RUST_LOG, health and shutdown, and never shows the token",
+                diagnosis: "a flag without `env`, a setting left out of the help text, or the \
                     token shown as a flag's default value",
                 section: "final.md#configuration",
             }
