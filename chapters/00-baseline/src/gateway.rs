@@ -1,11 +1,12 @@
 //! gateway: the public HTTP API, and the gRPC server `task` reports to.
 //!
 //! `POST /orders` checks the bearer token and the body, then asks logic to
-//! create the order over gRPC. `GET /orders/{id}` reads the order from logic
-//! and adds what the gateway learned from `task`'s callback.
+//! create the order over gRPC. `GET /orders/{id}` reads the order, and its
+//! result, from logic. task's callback is forwarded to logic, which stores
+//! the result with the order: the gateway keeps no state of its own, so any
+//! number of gateways serve any order, and a restart forgets nothing.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
@@ -46,16 +47,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let channel = Endpoint::from_shared(topology.logic_url())?
         .connect_timeout(logic_timeout.min(Duration::from_millis(500)))
         .connect_lazy();
-    let results = Results::default();
     let state = AppState {
         logic: OrderServiceClient::new(channel),
         logic_timeout,
-        results: results.clone(),
         api_token: Arc::from(args.api_token),
     };
 
     let callback = tonic::transport::Server::builder()
-        .add_service(GatewayCallbackServer::new(CallbackServer { results }))
+        .add_service(GatewayCallbackServer::new(CallbackServer(state.clone())))
         .serve_with_shutdown(topology.gateway_grpc, shutdown.clone().cancelled_owned());
     let admin = orders::admin::router(|| async { Ok(()) });
 
@@ -75,7 +74,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 struct AppState {
     logic: OrderServiceClient<Channel>,
     logic_timeout: Duration,
-    results: Results,
     api_token: Arc<str>,
 }
 
@@ -191,19 +189,15 @@ async fn get_order(
         order_id: order_id.clone(),
     };
     let order = call_logic(state.logic_timeout, logic.get_order(request)).await?;
-    let result = state.results.get(&order_id);
+    let status = order.outcome().status();
     Ok(Json(OrderView {
         order_id: order.order_id,
         user_id: order.user_id,
         product_id: order.product_id,
         quantity: order.quantity,
         created_at_unix_ms: order.created_at_unix_ms,
-        status: match result.as_ref().map(|r| r.outcome) {
-            None => "created",
-            Some(Outcome::Failed) => "failed",
-            Some(_) => "completed",
-        },
-        detail: result.map(|r| r.detail),
+        status,
+        detail: order.detail,
     }))
 }
 
@@ -223,40 +217,9 @@ async fn call_logic<T>(
     }
 }
 
-/// Results reported by task, by order id. In memory: a restarted gateway
-/// shows older orders as `created` again.
-#[derive(Clone, Default)]
-struct Results(Arc<Mutex<HashMap<String, OrderResult>>>);
-
-#[derive(Clone)]
-struct OrderResult {
-    outcome: Outcome,
-    detail: String,
-}
-
-impl Results {
-    /// Keeps the first result for an order; a redelivered callback changes
-    /// nothing and reports `false`.
-    fn record(&self, order_id: String, result: OrderResult) -> bool {
-        let mut results = self.0.lock().unwrap();
-        match results.entry(order_id) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(result);
-                true
-            }
-        }
-    }
-
-    fn get(&self, order_id: &str) -> Option<OrderResult> {
-        self.0.lock().unwrap().get(order_id).cloned()
-    }
-}
-
 // ANCHOR: push_result
-struct CallbackServer {
-    results: Results,
-}
+/// The callback shares the API's state: the client for logic.
+struct CallbackServer(AppState);
 
 #[tonic::async_trait]
 impl GatewayCallback for CallbackServer {
@@ -273,17 +236,35 @@ impl GatewayCallback for CallbackServer {
             }
             outcome => outcome,
         };
-        let recorded = self.results.record(
-            request.order_id,
-            OrderResult {
-                outcome,
-                detail: request.detail,
-            },
-        );
-        Ok(tonic::Response::new(pb::PushResultResponse { recorded }))
+        // Stored with the order, in logic; logic keeps the first result.
+        let result = pb::RecordResultRequest {
+            order_id: request.order_id,
+            outcome: outcome.into(),
+            detail: request.detail,
+        };
+        let mut logic = self.0.logic.clone();
+        let reply = forward_to_logic(self.0.logic_timeout, logic.record_result(result)).await?;
+        Ok(tonic::Response::new(pb::PushResultResponse {
+            recorded: reply.recorded,
+        }))
     }
 }
 // ANCHOR_END: push_result
+
+/// Calls logic for the callback, giving up after `deadline`: task then
+/// retries, and the message is delivered again.
+async fn forward_to_logic<T>(
+    deadline: Duration,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(deadline, call).await {
+        Ok(answer) => answer.map(tonic::Response::into_inner),
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "logic did not answer within {} ms",
+            deadline.as_millis()
+        ))),
+    }
+}
 
 /// Every error the API returns: a status and a JSON body `{"error": ...}`.
 #[derive(Debug)]

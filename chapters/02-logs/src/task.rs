@@ -1,8 +1,9 @@
 //! task: consumes `orders.created`, does the order's work, and reports the
-//! result to the gateway. A message is acked only after the gateway has the
-//! result; otherwise it is redelivered with a growing delay, a bounded
-//! number of times. The gateway keeps the first result per order, so a
-//! redelivered message never completes an order twice.
+//! result to the gateway, which stores it with the order in logic. A
+//! message is acked only after the gateway confirmed; otherwise it is
+//! redelivered with a growing delay, a bounded number of times. logic keeps
+//! the first result per order, so a redelivered message never completes an
+//! order twice.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

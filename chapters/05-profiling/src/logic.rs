@@ -1,6 +1,7 @@
 //! logic: the gRPC order service. Stores each order in SQLite, then
 //! publishes it to JetStream; a background sweep republishes any order whose
-//! publish failed (the outbox), so a stored order always reaches task.
+//! publish failed (the outbox), so a stored order always reaches task. The
+//! result of an order, forwarded by the gateway, is stored with it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -186,6 +187,32 @@ impl OrderService for OrderApi {
             Err(e) => Err(Status::unavailable(format!("reading the order: {e}"))),
         }
     }
+
+    // ANCHOR: record_result
+    async fn record_result(
+        &self,
+        request: Request<pb::RecordResultRequest>,
+    ) -> Result<Response<pb::RecordResultResponse>, Status> {
+        let request = request.into_inner();
+        let outcome = request.outcome();
+        if outcome == pb::Outcome::Unspecified {
+            return Err(Status::invalid_argument("outcome must be set"));
+        }
+        match self
+            .telemetry
+            .db_query(
+                "update",
+                self.store
+                    .record_result(&request.order_id, outcome, &request.detail),
+            )
+            .await
+        {
+            Ok(Some(recorded)) => Ok(Response::new(recorded.into())),
+            Ok(None) => Err(Status::not_found(format!("no order {}", request.order_id))),
+            Err(e) => Err(Status::unavailable(format!("recording the result: {e}"))),
+        }
+    }
+    // ANCHOR_END: record_result
 }
 
 // ANCHOR: publish

@@ -373,15 +373,11 @@ impl Telemetry {
         self.metrics.order_created();
     }
 
-    /// The gateway accepted an order it received at `received`.
-    pub fn order_accepted(&self, order_id: &str, received: Instant) {
-        self.metrics.order_accepted(order_id, received);
-    }
-
-    /// The first result of an order arrived at the gateway. Called only for
-    /// the first, so a redelivered callback does not count an order twice.
-    pub fn order_completed(&self, order_id: &str, outcome: Outcome) {
-        self.metrics.order_completed(order_id, outcome);
+    /// The first result of an order, stored by logic at
+    /// `created_at_unix_ms`, arrived at the gateway. Called only for the
+    /// first, so a redelivered callback does not count an order twice.
+    pub fn order_completed(&self, outcome: Outcome, created_at_unix_ms: i64) {
+        self.metrics.order_completed(outcome, created_at_unix_ms);
     }
 }
 // ANCHOR_END: business

@@ -119,6 +119,8 @@ impl From<Order> for crate::pb::Order {
             product_id: o.product_id,
             quantity: o.quantity,
             created_at_unix_ms: o.created_at_unix_ms,
+            // No result yet: a stored order's result is added by the store.
+            ..Default::default()
         }
     }
 }

@@ -107,22 +107,29 @@ fn logs_are_json_with_trace_id(lines: &[String]) -> bool {
         })
 }
 
-/// The services of the largest trace, when it spans more than one service.
+/// The services in the order's own trace, the one of the gateway's
+/// `POST /orders`, when it spans more than one service. Another trace does
+/// not count: task's callback makes one of its own (task, the gateway,
+/// logic) until the context crosses NATS.
 fn spans_share_one_trace(spans: &[crate::otlp::ReceivedSpan]) -> Vec<&'static str> {
-    let mut best: Vec<&'static str> = Vec::new();
-    for candidate in spans {
-        let services: Vec<&'static str> = Service::ALL
-            .into_iter()
-            .map(Service::name)
-            .filter(|name| {
-                spans
-                    .iter()
-                    .any(|s| s.span.trace_id == candidate.span.trace_id && s.service == *name)
-            })
-            .collect();
-        if services.len() > best.len() {
-            best = services;
-        }
+    let Some(post) = spans
+        .iter()
+        .find(|s| s.service == Service::Gateway.name() && s.span.name == "POST /orders")
+    else {
+        return Vec::new();
+    };
+    let services: Vec<&'static str> = Service::ALL
+        .into_iter()
+        .map(Service::name)
+        .filter(|name| {
+            spans
+                .iter()
+                .any(|s| s.span.trace_id == post.span.trace_id && s.service == *name)
+        })
+        .collect();
+    if services.len() > 1 {
+        services
+    } else {
+        Vec::new()
     }
-    if best.len() > 1 { best } else { Vec::new() }
 }

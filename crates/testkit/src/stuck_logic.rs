@@ -26,6 +26,14 @@ impl OrderService for StuckLogic {
         tokio::time::sleep(Duration::from_secs(30)).await;
         Err(tonic::Status::internal("unreachable in the test"))
     }
+
+    async fn record_result(
+        &self,
+        _: tonic::Request<pb::RecordResultRequest>,
+    ) -> Result<tonic::Response<pb::RecordResultResponse>, tonic::Status> {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Err(tonic::Status::internal("unreachable in the test"))
+    }
 }
 
 /// Starts a stuck logic on a free loopback port and returns its URL, for

@@ -238,6 +238,88 @@ impl System {
             .expect("waiting for the service")
     }
 
+    /// This system's topology with fresh ports for the listeners of
+    /// `service` (the gateway's HTTP, gRPC and admin ports, logic's gRPC and
+    /// admin ports, task's admin port): where another instance of it can run
+    /// beside the first, sharing everything else.
+    pub fn topology_for_another(&self, service: Service) -> Topology {
+        let free = || {
+            let port = orders::ports::reserve().expect("reserving a loopback port");
+            std::net::SocketAddr::from(([127, 0, 0, 1], port))
+        };
+        let mut topology = self.topology.clone();
+        match service {
+            Service::Gateway => {
+                topology.gateway_http = free();
+                topology.gateway_grpc = free();
+                topology.gateway_admin = free();
+            }
+            Service::Logic => {
+                topology.logic_grpc = free();
+                topology.logic_admin = free();
+            }
+            Service::Task => topology.task_admin = free(),
+        }
+        topology
+    }
+
+    /// Starts another instance of `service` on `topology` (usually from
+    /// [`topology_for_another`](Self::topology_for_another)), with the
+    /// system's token, OTLP endpoint, arguments and variables, and waits
+    /// until it is ready. Dropping the [`Replica`] kills it.
+    pub async fn start_another(&self, service: Service, topology: Topology) -> Replica {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg(service.name())
+            .args(topology.to_args())
+            .args(self.args.get(&service).into_iter().flatten())
+            .env("API_TOKEN", TEST_API_TOKEN)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", self.otlp.endpoint())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        orders::launcher::die_with_parent(&mut command);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting another {service}: {e}"));
+        let output = Output::default();
+        capture(
+            child.stdout.take().expect("piped stdout"),
+            output.stdout.clone(),
+        );
+        capture(
+            child.stderr.take().expect("piped stderr"),
+            output.stderr.clone(),
+        );
+        let client = reqwest::Client::new();
+        let give_up = tokio::time::Instant::now() + DEADLINE;
+        while !orders::admin::is_ready(&client, topology.admin(service)).await {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "another {service} exited with {status} while starting; stderr:\n{}",
+                    output.stderr.lock().unwrap().join("\n")
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "another {service} not ready within {DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let api = Api::new(
+            format!("http://{}", topology.gateway_http),
+            TEST_API_TOKEN.to_owned(),
+        );
+        Replica {
+            topology,
+            api,
+            child,
+            output,
+        }
+    }
+
     /// Every span the system exported to the test's OTLP receiver.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.otlp.spans()
@@ -305,6 +387,29 @@ impl System {
             .get(&service)
             .map(|o| pick(o).lock().unwrap().clone())
             .unwrap_or_default()
+    }
+}
+
+/// Another instance of a service of a [`System`], on ports of its own.
+/// Dropping it kills the process.
+#[derive(Debug)]
+pub struct Replica {
+    pub topology: Topology,
+    /// Its HTTP API, when it is a gateway.
+    pub api: Api,
+    child: Child,
+    output: Output,
+}
+
+impl Replica {
+    /// Stops it with SIGTERM and waits for it to exit.
+    pub async fn stop(mut self) {
+        orders::launcher::terminate(&mut self.child, Duration::from_secs(10)).await;
+    }
+
+    /// Every line it wrote to stdout so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.output.stdout.lock().unwrap().clone()
     }
 }
 

@@ -54,9 +54,10 @@ pub fn split_grpc_path(path: &str) -> (&str, &str) {
 }
 
 /// The methods of `orders.proto`, as `service/method`.
-const GRPC_METHODS: [&str; 3] = [
+const GRPC_METHODS: [&str; 4] = [
     "orders.v1.OrderService/CreateOrder",
     "orders.v1.OrderService/GetOrder",
+    "orders.v1.OrderService/RecordResult",
     "orders.v1.GatewayCallback/PushResult",
 ];
 

@@ -32,12 +32,10 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, Tex
 use super::names::code_name;
 
 mod buckets;
-mod completion;
 mod process;
 mod runtime;
 
 use buckets::*;
-use completion::InFlight;
 
 /// The registry of one process and every family in it. Counters are
 /// `IntCounterVec`s, durations `HistogramVec`s in seconds; the label names
@@ -60,8 +58,6 @@ pub struct Metrics {
     orders_created: IntCounterVec,
     orders_completed: IntCounterVec,
     order_completion: HistogramVec,
-    /// Orders on their way, for `order_completion_seconds`.
-    in_flight: InFlight,
 }
 
 impl Metrics {
@@ -171,11 +167,10 @@ impl Metrics {
             )?,
             order_completion: histogram(
                 "order_completion_seconds",
-                "Time from the gateway receiving an order to the order's first result.",
+                "Time from logic storing an order to its first result reaching a gateway.",
                 &[],
                 COMPLETION_BUCKETS,
             )?,
-            in_flight: InFlight::default(),
             registry,
         };
         // ANCHOR_END: families
@@ -395,30 +390,22 @@ impl Metrics {
         self.orders_created.with_label_values::<&str>(&[]).inc();
     }
 
-    /// The gateway accepted an order it received at `received`.
-    pub fn order_accepted(&self, order_id: &str, received: Instant) {
-        if let Some(took) = self.in_flight.accepted(order_id, received) {
-            self.completion(took);
-        }
-    }
-
-    /// The first result of an order arrived at the gateway. Called only for
-    /// the first, so a redelivered callback does not count an order twice.
-    pub fn order_completed(&self, order_id: &str, outcome: Outcome) {
+    /// The first result of an order arrived at the gateway; logic stored the
+    /// order at `created_at_unix_ms` (its clock: the time comes with the
+    /// stored order, so the gateway keeps nothing per order, and any gateway
+    /// can receive the result). Called only for the first result, so a
+    /// redelivered callback does not count an order twice.
+    pub fn order_completed(&self, outcome: Outcome, created_at_unix_ms: i64) {
         let outcome = match outcome {
             Outcome::Failed => "failed",
             _ => "completed",
         };
         self.orders_completed.with_label_values(&[outcome]).inc();
-        if let Some(took) = self.in_flight.completed(order_id) {
-            self.completion(took);
-        }
-    }
-
-    fn completion(&self, took: Duration) {
+        // Clocks of two hosts can disagree: never a negative duration.
+        let took_ms = (orders::domain::unix_millis() - created_at_unix_ms).max(0);
         self.order_completion
             .with_label_values::<&str>(&[])
-            .observe(took.as_secs_f64());
+            .observe(took_ms as f64 / 1000.0);
     }
     // ANCHOR_END: business
 }

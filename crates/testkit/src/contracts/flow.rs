@@ -1,6 +1,6 @@
 //! The happy path, and the guarantees of the order flow.
 
-use crate::{Subject, order_body};
+use crate::{Api, Service, Subject, order_body};
 use futures::future::join_all;
 use orders::pb::PushResultRequest;
 use orders::pb::gateway_callback_client::GatewayCallbackClient;
@@ -82,3 +82,64 @@ pub async fn a_repeated_callback_changes_nothing(subject: &Subject) {
     let (_, after) = system.api.get_order(&order_id).await;
     assert_eq!(after, first, "the first result stands");
 }
+
+// ANCHOR: any_gateway
+/// Two gateways and two tasks share one logic and one NATS. Each task calls
+/// back its own gateway; with one task stopped at a time, every callback of
+/// a phase lands on the gateway the order was *not* placed on. Either
+/// gateway, and a restarted one, must still answer with the result: it is
+/// stored with the order in logic, not in a gateway's memory.
+pub async fn any_gateway_answers_for_any_order(subject: &Subject) {
+    let mut system = subject.start().await;
+    let gateway_b = system
+        .start_another(
+            Service::Gateway,
+            system.topology_for_another(Service::Gateway),
+        )
+        .await;
+    let mut task_b = system.topology_for_another(Service::Task);
+    task_b.gateway_callback_url = Some(gateway_b.topology.gateway_callback_url());
+    let task_b = system.start_another(Service::Task, task_b).await;
+    let (a, b) = (&system.api.clone(), &gateway_b.api);
+
+    // Only task B consumes: orders placed on A complete through B.
+    system.stop(Service::Task).await;
+    let via_a = place(a, "a", 5).await;
+    assert_same_on_both(a, b, &via_a).await;
+
+    // Only task A consumes: orders placed on B complete through A.
+    system.restart(Service::Task).await;
+    task_b.stop().await;
+    let via_b = place(b, "b", 5).await;
+    assert_same_on_both(b, a, &via_b).await;
+
+    // A restarted gateway has forgotten nothing.
+    system.stop(Service::Gateway).await;
+    system.restart(Service::Gateway).await;
+    for id in via_a.iter().chain(&via_b) {
+        let (status, order) = system.api.get_order(id).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{order}");
+        assert_eq!(order["status"], "completed", "after a restart: {order}");
+    }
+}
+
+async fn place(api: &Api, user: &str, n: i64) -> Vec<String> {
+    let bodies: Vec<_> = (0..n).map(|i| order_body(user, "A001", 1 + i)).collect();
+    join_all(bodies.iter().map(|body| api.place_order(body))).await
+}
+
+/// Waits until `first` shows each order handled, then checks `second`
+/// shows it the same.
+async fn assert_same_on_both(first: &Api, second: &Api, ids: &[String]) {
+    for id in ids {
+        let order = first.wait_until_handled(id).await;
+        assert_eq!(order["status"], "completed", "{order}");
+        let (status, elsewhere) = second.get_order(id).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{elsewhere}");
+        assert_eq!(
+            elsewhere, order,
+            "the other gateway must answer the same for {id}"
+        );
+    }
+}
+// ANCHOR_END: any_gateway

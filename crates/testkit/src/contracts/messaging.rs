@@ -334,6 +334,12 @@ pub async fn a_malformed_traceparent_in_a_message_starts_a_fresh_trace(subject: 
             "quantity": 1,
             "created_at_unix_ms": 0,
         });
+        // Stored, as logic would have: task's result is stored with it.
+        let store = orders::store::Store::open(&system.database())
+            .await
+            .unwrap();
+        let stored: orders::Order = serde_json::from_value(order.clone()).unwrap();
+        store.insert(&stored).await.unwrap();
         let mut headers = HeaderMap::new();
         for (j, value) in values.iter().enumerate() {
             let name = if j > 0 && case.starts_with("Traceparent") {

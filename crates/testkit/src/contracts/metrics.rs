@@ -218,6 +218,8 @@ pub async fn counts_match_what_the_system_did(subject: &Subject) {
         http_request_duration_seconds{method="POST",route="/orders",status="201"} 5
         grpc_client_handled_total{service="orders.v1.OrderService",method="CreateOrder",code="OK"} 5
         grpc_client_handled_total{service="orders.v1.OrderService",method="GetOrder",code="NotFound"} 1
+        # Every valid callback is forwarded to logic, the duplicate too.
+        grpc_client_handled_total{service="orders.v1.OrderService",method="RecordResult",code="OK"} 6
         # The duplicate callback is answered, and completes nothing.
         grpc_server_handled_total{service="orders.v1.GatewayCallback",method="PushResult",code="OK"} 6
         grpc_server_handled_total{method="PushResult",code="InvalidArgument"} 1
@@ -233,11 +235,13 @@ pub async fn counts_match_what_the_system_did(subject: &Subject) {
         orders_created_total 5
         grpc_server_handled_total{service="orders.v1.OrderService",method="CreateOrder",code="OK"} 5
         grpc_server_handled_total{service="orders.v1.OrderService",method="GetOrder",code="NotFound"} 1
+        grpc_server_handled_total{service="orders.v1.OrderService",method="RecordResult",code="OK"} 6
         mq_published_total{subject="orders.created",status="ok"} 5
         mq_published_total{subject="orders.created",status="error"} 0
         mq_publish_duration_seconds{subject="orders.created"} 5
         db_query_duration_seconds{operation="insert"} 5
-        db_query_duration_seconds{operation="update"} 5
+        # Five published flags, and six results recorded (the duplicate's changes nothing).
+        db_query_duration_seconds{operation="update"} 11
         "#,
     ));
     let task = scrape(&system, Service::Task).await;

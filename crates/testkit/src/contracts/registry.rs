@@ -15,14 +15,22 @@ define_promises! { $
             an_order_for_a_sold_out_product_fails {
                 claim: "an order for a sold-out product ends up failed, with the reason",
                 diagnosis: "task's outcome or its detail is lost on the way back: PushResult sends \
-                    Completed whatever the work said, or the gateway does not store the detail",
+                    Completed whatever the work said, or the detail is not stored with the result",
                 section: "00-baseline.md#task-at-least-once-handling",
             }
             a_repeated_callback_changes_nothing {
                 claim: "a repeated callback for an order is answered and changes nothing",
-                diagnosis: "the gateway records every PushResult instead of the first one per order: \
-                    a redelivery overwrites the result",
+                diagnosis: "every result is stored, not only the first one per order (RecordResult \
+                    must not overwrite one): a redelivery overwrites the result",
                 section: "00-baseline.md#gateway-again-the-callback",
+            }
+            any_gateway_answers_for_any_order {
+                claim: "with two gateways and two tasks, either gateway (and a restarted one) \
+                    answers with the result of any order, whichever gateway the callback reached",
+                diagnosis: "a result is kept in the memory of the gateway that received the \
+                    callback instead of being stored with the order in logic (RecordResult), or \
+                    GET /orders/{id} does not take the status from logic's answer",
+                section: "00-baseline.md#many-gateways-many-tasks",
             }
             fifty_concurrent_orders_each_complete_once {
                 claim: "fifty concurrent orders each get an id, complete, and are published once",

@@ -79,9 +79,10 @@ pub fn grpc_server(span: &Span, request: &http::Request<()>) {
 // ANCHOR_END: extract
 
 /// The methods of `orders.proto`, as (service, method).
-const GRPC_METHODS: [(&str, &str); 3] = [
+const GRPC_METHODS: [(&str, &str); 4] = [
     (order_service_server::SERVICE_NAME, "CreateOrder"),
     (order_service_server::SERVICE_NAME, "GetOrder"),
+    (order_service_server::SERVICE_NAME, "RecordResult"),
     (gateway_callback_server::SERVICE_NAME, "PushResult"),
 ];
 
