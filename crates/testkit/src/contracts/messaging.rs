@@ -10,7 +10,8 @@ use std::collections::BTreeSet;
 
 use crate::contracts::logs::{CLIENT_SPAN, invalid_traceparents, wait_for_line};
 use crate::contracts::traces::{
-    CREATE_ORDER, PUSH_RESULT, attribute, one_order_traced, post_order, sent, system, trace_context,
+    CREATE_ORDER, PUSH_RESULT, RECORD_RESULT, attribute, one_order_traced, post_order, sent,
+    system, trace_context,
 };
 use crate::logs::{self, str_field};
 use crate::otlp::{ReceivedSpan, render_trace, span_id_hex, trace_id_bytes, trace_id_hex};
@@ -92,6 +93,7 @@ pub async fn by_default_one_order_is_one_trace_across_nats(subject: &Subject) {
         one_order_traced(system(subject), |spans, _, trace| {
             sent(spans, "gateway", "POST /orders", trace)
                 && sent(spans, "gateway", PUSH_RESULT, trace)
+                && sent(spans, "logic", RECORD_RESULT, trace)
                 && sent(spans, "logic", CREATE_ORDER, trace)
                 && sent(spans, "task", PROCESS, trace)
         })
@@ -132,6 +134,7 @@ pub async fn with_trace_relation_link_each_message_is_a_trace_that_links(subject
             let callback = |process: &&ReceivedSpan| {
                 let trace = trace_id_hex(&process.span.trace_id);
                 sent(spans, "gateway", PUSH_RESULT, &trace)
+                    && sent(spans, "logic", RECORD_RESULT, &trace)
             };
             sent(spans, "gateway", "POST /orders", trace)
                 && sent(spans, "logic", CREATE_ORDER, trace)
@@ -285,6 +288,7 @@ pub async fn each_delivery_is_a_span_of_its_own(subject: &Subject) {
             deliveries.len() >= 2
                 && deliveries.iter().any(|s| !is_error(s))
                 && sent(spans, "gateway", PUSH_RESULT, &trace)
+                && sent(spans, "logic", RECORD_RESULT, &trace)
         })
         .await;
     let publish = producer(&spans, &order_id).expect("logic's publish span");

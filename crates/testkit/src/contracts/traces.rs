@@ -126,6 +126,10 @@ pub(crate) async fn one_order_traced(
 
 pub(crate) const CREATE_ORDER: &str = "orders.v1.OrderService/CreateOrder";
 pub(crate) const PUSH_RESULT: &str = "orders.v1.GatewayCallback/PushResult";
+/// The gateway's call that stores a result with the order, served by logic;
+/// logic exports its span on its own schedule, so a contract that shows
+/// the callback waits for it too.
+pub(crate) const RECORD_RESULT: &str = "orders.v1.OrderService/RecordResult";
 
 /// Has `service` sent its span `name` of trace `trace`? A service sends its
 /// spans in the order they end, so once the span that ends last arrived,
@@ -204,8 +208,10 @@ pub async fn one_order_as_its_spans_show_it(subject: &Subject) {
         .wait_for_spans("the spans of the order and of the GET", |spans| {
             sent(spans, "gateway", "POST /orders", &post_trace)
                 && sent(spans, "logic", CREATE_ORDER, &post_trace)
-                && task_trace(spans, &order_id)
-                    .is_some_and(|task| sent(spans, "gateway", PUSH_RESULT, &task))
+                && task_trace(spans, &order_id).is_some_and(|task| {
+                    sent(spans, "gateway", PUSH_RESULT, &task)
+                        && sent(spans, "logic", RECORD_RESULT, &task)
+                })
                 && sent(spans, "gateway", "GET /orders/{order_id}", &get_trace)
                 && sent(
                     spans,
@@ -258,8 +264,10 @@ pub async fn the_trace_context_crosses_grpc_both_ways(subject: &Subject) {
         one_order_traced(system(subject), |spans, order_id, trace| {
             sent(spans, "gateway", "POST /orders", trace)
                 && sent(spans, "logic", CREATE_ORDER, trace)
-                && task_trace(spans, order_id)
-                    .is_some_and(|task| sent(spans, "gateway", PUSH_RESULT, &task))
+                && task_trace(spans, order_id).is_some_and(|task| {
+                    sent(spans, "gateway", PUSH_RESULT, &task)
+                        && sent(spans, "logic", RECORD_RESULT, &task)
+                })
         })
         .await;
 
