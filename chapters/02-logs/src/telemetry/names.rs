@@ -9,6 +9,7 @@
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{self, Method, StatusCode};
+use orders::pb::{gateway_callback_server, order_service_server};
 
 /// The `route` of requests that matched no route: one value for every
 /// unknown path, so a scan of random URLs adds no series.
@@ -53,24 +54,36 @@ pub fn split_grpc_path(path: &str) -> (&str, &str) {
         .unwrap_or(("unknown", "unknown"))
 }
 
-/// The methods of `orders.proto`, as `service/method`.
-const GRPC_METHODS: [&str; 4] = [
-    "orders.v1.OrderService/CreateOrder",
-    "orders.v1.OrderService/GetOrder",
-    "orders.v1.OrderService/RecordResult",
-    "orders.v1.GatewayCallback/PushResult",
+/// The methods of `orders.proto`, as (service, method).
+const GRPC_METHODS: [(&str, &str); 4] = [
+    (order_service_server::SERVICE_NAME, "CreateOrder"),
+    (order_service_server::SERVICE_NAME, "GetOrder"),
+    (order_service_server::SERVICE_NAME, "RecordResult"),
+    (gateway_callback_server::SERVICE_NAME, "PushResult"),
 ];
 
-/// The method a call to `path` names, `orders.v1.OrderService/CreateOrder`,
-/// or `unknown/unknown` for a path that names none of ours: a client may
-/// send any path, of any length.
+/// The method a call to `path` names, as (service, method), or `(unknown,
+/// unknown)` for a path that names none of ours: a client may send any
+/// path, of any length, and must not be able to invent span names or
+/// field values.
 #[allow(dead_code, reason = "a gRPC span's name, from chapter 02 on")]
-pub fn grpc_method_name(path: &str) -> &'static str {
-    let called = path.strip_prefix('/').unwrap_or(path);
+pub fn grpc_method(path: &str) -> (&'static str, &'static str) {
+    let called = split_grpc_path(path);
     GRPC_METHODS
         .into_iter()
         .find(|known| *known == called)
-        .unwrap_or("unknown/unknown")
+        .unwrap_or(("unknown", "unknown"))
+}
+
+/// The method a call to `path` names, `orders.v1.OrderService/CreateOrder`,
+/// or `unknown/unknown`, as [`grpc_method`] decides.
+#[allow(dead_code, reason = "a gRPC span's name, from chapter 02 on")]
+pub fn grpc_method_name(path: &str) -> &str {
+    match grpc_method(path) {
+        ("unknown", "unknown") => "unknown/unknown",
+        // One of ours: the path is exactly `/service/method`.
+        _ => &path[1..],
+    }
 }
 
 /// The status of a unary call as a tonic server answers it: an error is in

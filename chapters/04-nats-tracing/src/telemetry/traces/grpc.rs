@@ -10,7 +10,6 @@ use opentelemetry::propagation::Injector;
 use opentelemetry::trace::Status;
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_semantic_conventions::attribute as semconv;
-use orders::pb::{gateway_callback_server, order_service_server};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -18,7 +17,7 @@ use tonic::transport::Channel;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::super::names::{code_name, split_grpc_path};
+use super::super::names::{code_name, grpc_method};
 
 // ANCHOR: inject
 /// A gRPC channel whose calls carry the caller's trace context:
@@ -77,24 +76,6 @@ pub fn grpc_server(span: &Span, request: &http::Request<()>) {
     grpc_attributes(span, service, method);
 }
 // ANCHOR_END: extract
-
-/// The methods of `orders.proto`, as (service, method).
-const GRPC_METHODS: [(&str, &str); 4] = [
-    (order_service_server::SERVICE_NAME, "CreateOrder"),
-    (order_service_server::SERVICE_NAME, "GetOrder"),
-    (order_service_server::SERVICE_NAME, "RecordResult"),
-    (gateway_callback_server::SERVICE_NAME, "PushResult"),
-];
-
-/// The method a call's path names, `(unknown, unknown)` for a path that names
-/// none of ours: a client must not be able to invent span names.
-fn grpc_method(path: &str) -> (&'static str, &'static str) {
-    let called = split_grpc_path(path);
-    GRPC_METHODS
-        .into_iter()
-        .find(|known| *known == called)
-        .unwrap_or(("unknown", "unknown"))
-}
 
 /// The name of the span of a gRPC call to `path`, on either side:
 /// `orders.v1.OrderService/CreateOrder`.
