@@ -100,16 +100,21 @@ pub enum Command {
     /// NATS_URL names one (default).
     #[command(after_help = ENVIRONMENT)]
     All(Config),
+    /// Puts the orders task gave up on (the dead letters) back on
+    /// orders.created, each once.
+    #[command(after_help = ENVIRONMENT)]
+    ReprocessDeadLetters(Config),
 }
 
 impl Command {
-    /// The service this command runs; `None` for `all`.
+    /// The service this command runs; `None` for `all` and the one-off
+    /// commands.
     pub fn service(&self) -> Option<Service> {
         match self {
             Command::Gateway(_) => Some(Service::Gateway),
             Command::Logic(_) => Some(Service::Logic),
             Command::Task(_) => Some(Service::Task),
-            Command::All(_) => None,
+            Command::All(_) | Command::ReprocessDeadLetters(_) => None,
         }
     }
 
@@ -118,7 +123,8 @@ impl Command {
             Command::Gateway(config)
             | Command::Logic(config)
             | Command::Task(config)
-            | Command::All(config) => config,
+            | Command::All(config)
+            | Command::ReprocessDeadLetters(config) => config,
         }
     }
 }

@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use orders::pb;
 use orders::pb::order_service_server::{OrderService, OrderServiceServer};
 use orders::queue::ORDERS_CREATED;
-use orders::store::Store;
+use orders::store::{Inserted, NewRow, Store, Unpublished};
 use orders::{NewOrder, Order};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -54,6 +54,12 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: Shutdown) -> an
         jetstream.clone(),
         config.outbox_interval(),
         sweep_stop.clone(),
+    ));
+    tokio::spawn(record_dead_letters(
+        telemetry.clone(),
+        store.clone(),
+        jetstream.clone(),
+        shutdown.stopping_token(),
     ));
 
     let admin = health::admin_router(&shutdown, {
@@ -120,6 +126,8 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::CreateOrderRequest>,
     ) -> Result<Response<pb::CreateOrderResponse>, Status> {
+        // The gateway's deadline, less a margin: past it, nothing is stored.
+        let deadline = orders::deadline::of(&request);
         let request = request.into_inner();
         let new = NewOrder::validate(
             &request.user_id,
@@ -127,13 +135,41 @@ impl OrderService for OrderApi {
             request.quantity.into(),
         )
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let key = request.idempotency_key.as_deref();
+        if let Some(key) = key {
+            orders::domain::validate_id("idempotency_key", key)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
         let order = Order::create(new);
+        // The context the order is created in, stored with it: the outbox
+        // republishes it in the same trace.
+        let context = telemetry::current_traceparent();
+        let row = NewRow {
+            idempotency_key: key,
+            trace_context: context.as_deref(),
+        };
 
-        self.telemetry
-            .db_query("insert", self.store.insert(&order))
-            .await
-            .inspect_err(|e| tracing::error!(error = %e, "storing the order failed"))
-            .map_err(|e| Status::unavailable(format!("storing the order: {e}")))?;
+        let stored = self
+            .telemetry
+            .db_query("insert", self.store.insert(&order, row, deadline))
+            .await;
+        match stored {
+            Ok(Inserted::New) => {}
+            // A retry: this order was stored, and published, the first time.
+            Ok(Inserted::Earlier(earlier)) => {
+                tracing::info!(
+                    order_id = %earlier.order_id,
+                    "order stored before under this Idempotency-Key"
+                );
+                return Ok(Response::new(pb::CreateOrderResponse {
+                    order_id: earlier.order_id,
+                }));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storing the order failed");
+                return Err(e.into());
+            }
+        }
         self.telemetry.order_created();
         tracing::info!(
             order_id = %order.order_id,
@@ -196,23 +232,28 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::RecordResultRequest>,
     ) -> Result<Response<pb::RecordResultResponse>, Status> {
+        // The gateway's deadline, less a margin: past it, nothing is stored.
+        let deadline = orders::deadline::of(&request);
         let request = request.into_inner();
         let outcome = request.outcome();
-        if outcome == pb::Outcome::Unspecified {
-            return Err(Status::invalid_argument("outcome must be set"));
+        // Dead-lettered is logic's own mark, never a result to record.
+        if !matches!(outcome, pb::Outcome::Completed | pb::Outcome::Failed) {
+            return Err(Status::invalid_argument(
+                "outcome must be completed or failed",
+            ));
         }
         match self
             .telemetry
             .db_query(
                 "update",
                 self.store
-                    .record_result(&request.order_id, outcome, &request.detail),
+                    .record_result(&request.order_id, outcome, &request.detail, deadline),
             )
             .await
         {
             Ok(Some(recorded)) => Ok(Response::new(recorded.into())),
             Ok(None) => Err(Status::not_found(format!("no order {}", request.order_id))),
-            Err(e) => Err(Status::unavailable(format!("recording the result: {e}"))),
+            Err(e) => Err(e.into()),
         }
     }
     // ANCHOR_END: record_result
@@ -284,9 +325,15 @@ async fn sweep_outbox(
                 continue;
             }
         };
-        for order in pending {
-            // A span per republished order; an idle sweep makes none.
+        for Unpublished {
+            order,
+            trace_context,
+        } in pending
+        {
+            // A span per republished order, in the order's own trace; an
+            // idle sweep makes none.
             let span = tracing::info_span!("outbox republish", order_id = %order.order_id);
+            telemetry::continue_stored_trace(&span, trace_context.as_deref());
             if telemetry
                 .mq_publish(ORDERS_CREATED, publish(&jetstream, &order))
                 .instrument(span.clone())
@@ -306,3 +353,24 @@ async fn sweep_outbox(
     }
 }
 // ANCHOR_END: outbox
+
+/// Marks each order whose message task moved to the dead letters, so that
+/// its status says task gave up on it (until it is reprocessed).
+async fn record_dead_letters(
+    telemetry: Telemetry,
+    store: Store,
+    jetstream: jetstream::Context,
+    shutdown: CancellationToken,
+) {
+    orders::dead_letters::follow(jetstream, shutdown, |dead| {
+        let (telemetry, store) = (telemetry.clone(), store.clone());
+        async move {
+            let order_id = dead.order.order_id;
+            telemetry
+                .db_query("update", store.mark_dead_lettered(&order_id, &dead.reason))
+                .await?;
+            Ok(())
+        }
+    })
+    .await
+}

@@ -13,9 +13,10 @@
 //!   port that outlives the draining;
 //! - [`secret`]: the API's token compared in constant time.
 //!
-//! One binary, four subcommands: `gateway`, `logic` and `task` run one
+//! One binary, five subcommands: `gateway`, `logic` and `task` run one
 //! service each (one container each in docker compose); `all` (the
-//! default) runs the three as child processes, with a nats-server.
+//! default) runs the three as child processes, with a nats-server;
+//! `reprocess-dead-letters` puts the orders task gave up on back in line.
 
 mod config;
 mod gateway;
@@ -63,6 +64,10 @@ fn main() -> ExitCode {
 /// Runs one service, or `all`, to its end.
 async fn run(command: Command) -> ExitCode {
     let config = command.config().clone();
+    if let Command::ReprocessDeadLetters(_) = command {
+        let reprocessed = orders::dead_letters::reprocess_command(config.topology.nats_url()).await;
+        return report(None, reprocessed);
+    }
     let Some(service) = command.service() else {
         let hints = telemetry::banner_hints(&config.topology);
         let launched = orders::launcher::run(orders::launcher::Launch {

@@ -16,6 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use orders::deadline;
 use orders::pb::gateway_callback_server::{GatewayCallback, GatewayCallbackServer};
 use orders::pb::order_service_client::OrderServiceClient;
 use orders::pb::{self, Outcome};
@@ -135,19 +136,28 @@ struct Created {
 // ANCHOR: create_order
 async fn create_order(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<CreateOrderBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
     let order = orders::NewOrder::validate(&body.user_id, &body.product_id, body.quantity)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    // A retry with the same key gets the same order (logic keeps the keys).
+    let idempotency_key = orders::http::idempotency_key(&headers)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
 
     let request = pb::CreateOrderRequest {
         user_id: order.user_id,
         product_id: order.product_id,
         quantity: order.quantity,
+        idempotency_key,
     };
     let mut logic = state.logic.clone();
-    let created = call_logic(state.logic_timeout, logic.create_order(request)).await?;
+    let created = call_logic(
+        state.logic_timeout,
+        logic.create_order(deadline::request(request, state.logic_timeout)),
+    )
+    .await?;
 
     let location = format!("/orders/{}", created.order_id);
     let body = Created {
@@ -171,7 +181,8 @@ struct OrderView {
     product_id: String,
     quantity: u32,
     created_at_unix_ms: i64,
-    /// `created` until task's callback arrives, then `completed` or `failed`.
+    /// `created` until task's callback arrives, then `completed` or `failed`;
+    /// `dead_lettered` if task gave up on it.
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
@@ -188,7 +199,11 @@ async fn get_order(
     let request = pb::GetOrderRequest {
         order_id: order_id.clone(),
     };
-    let order = call_logic(state.logic_timeout, logic.get_order(request)).await?;
+    let order = call_logic(
+        state.logic_timeout,
+        logic.get_order(deadline::request(request, state.logic_timeout)),
+    )
+    .await?;
     let status = order.outcome().status();
     Ok(Json(OrderView {
         order_id: order.order_id,
@@ -243,7 +258,11 @@ impl GatewayCallback for CallbackServer {
             detail: request.detail,
         };
         let mut logic = self.0.logic.clone();
-        let reply = forward_to_logic(self.0.logic_timeout, logic.record_result(result)).await?;
+        let reply = forward_to_logic(
+            self.0.logic_timeout,
+            logic.record_result(deadline::request(result, self.0.logic_timeout)),
+        )
+        .await?;
         Ok(tonic::Response::new(pb::PushResultResponse {
             recorded: reply.recorded,
         }))

@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use orders::pb;
 use orders::pb::order_service_server::{OrderService, OrderServiceServer};
 use orders::queue::ORDERS_CREATED;
-use orders::store::Store;
+use orders::store::{Inserted, NewRow, Store, Unpublished};
 use orders::{NewOrder, Order};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -56,6 +56,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         store.clone(),
         jetstream.clone(),
         Duration::from_millis(args.outbox_interval_ms),
+        shutdown.clone(),
+    ));
+    tokio::spawn(record_dead_letters(
+        store.clone(),
+        jetstream.clone(),
         shutdown.clone(),
     ));
 
@@ -103,6 +108,8 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::CreateOrderRequest>,
     ) -> Result<Response<pb::CreateOrderResponse>, Status> {
+        // The gateway's deadline, less a margin: past it, nothing is stored.
+        let deadline = orders::deadline::of(&request);
         let request = request.into_inner();
         let new = NewOrder::validate(
             &request.user_id,
@@ -110,12 +117,30 @@ impl OrderService for OrderApi {
             request.quantity.into(),
         )
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let key = request.idempotency_key.as_deref();
+        if let Some(key) = key {
+            orders::domain::validate_id("idempotency_key", key)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
         let order = Order::create(new);
+        let row = NewRow {
+            idempotency_key: key,
+            trace_context: None,
+        };
 
-        self.store
-            .insert(&order)
-            .await
-            .map_err(|e| Status::unavailable(format!("storing the order: {e}")))?;
+        match self.store.insert(&order, row, deadline).await {
+            Ok(Inserted::New) => {}
+            // A retry: this order was stored, and published, the first time.
+            Ok(Inserted::Earlier(earlier)) => {
+                return Ok(Response::new(pb::CreateOrderResponse {
+                    order_id: earlier.order_id,
+                }));
+            }
+            Err(e) => {
+                eprintln!("logic: order not stored: {e}");
+                return Err(e.into());
+            }
+        }
 
         // Stored is accepted: if the publish fails, the outbox sweep retries.
         match publish(&self.jetstream, &order).await {
@@ -153,19 +178,24 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::RecordResultRequest>,
     ) -> Result<Response<pb::RecordResultResponse>, Status> {
+        // The gateway's deadline, less a margin: past it, nothing is stored.
+        let deadline = orders::deadline::of(&request);
         let request = request.into_inner();
         let outcome = request.outcome();
-        if outcome == pb::Outcome::Unspecified {
-            return Err(Status::invalid_argument("outcome must be set"));
+        // Dead-lettered is logic's own mark, never a result to record.
+        if !matches!(outcome, pb::Outcome::Completed | pb::Outcome::Failed) {
+            return Err(Status::invalid_argument(
+                "outcome must be completed or failed",
+            ));
         }
         match self
             .store
-            .record_result(&request.order_id, outcome, &request.detail)
+            .record_result(&request.order_id, outcome, &request.detail, deadline)
             .await
         {
             Ok(Some(recorded)) => Ok(Response::new(recorded.into())),
             Ok(None) => Err(Status::not_found(format!("no order {}", request.order_id))),
-            Err(e) => Err(Status::unavailable(format!("recording the result: {e}"))),
+            Err(e) => Err(e.into()),
         }
     }
     // ANCHOR_END: record_result
@@ -229,7 +259,7 @@ async fn sweep_outbox(
                 continue;
             }
         };
-        for order in pending {
+        for Unpublished { order, .. } in pending {
             if publish(&jetstream, &order).await.is_err() {
                 break; // NATS is still down; try again next tick.
             }
@@ -243,3 +273,22 @@ async fn sweep_outbox(
     }
 }
 // ANCHOR_END: outbox
+
+/// Marks each order whose message task moved to the dead letters, so that
+/// its status says task gave up on it (until it is reprocessed).
+async fn record_dead_letters(
+    store: Store,
+    jetstream: jetstream::Context,
+    shutdown: CancellationToken,
+) {
+    orders::dead_letters::follow(jetstream, shutdown, |dead| {
+        let store = store.clone();
+        async move {
+            store
+                .mark_dead_lettered(&dead.order.order_id, &dead.reason)
+                .await?;
+            Ok(())
+        }
+    })
+    .await
+}

@@ -1,7 +1,8 @@
 //! Chapter 00: the order system with no observability at all.
 //!
-//! One binary, four subcommands: `gateway`, `logic` and `task` run one
-//! service each; `all` (the default) runs the three as child processes.
+//! One binary, five subcommands: `gateway`, `logic` and `task` run one
+//! service each; `all` (the default) runs the three as child processes;
+//! `reprocess-dead-letters` puts the orders task gave up on back in line.
 
 mod gateway;
 mod logic;
@@ -30,6 +31,9 @@ enum Command {
     Task(task::Args),
     /// All three services as child processes, plus a nats-server (default).
     All(AllArgs),
+    /// Puts the orders task gave up on (the dead letters) back on
+    /// orders.created, each once.
+    ReprocessDeadLetters(AllArgs),
 }
 
 #[derive(clap::Args)]
@@ -46,6 +50,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Gateway(args) => gateway::run(args).await,
         Command::Logic(args) => logic::run(args).await,
         Command::Task(args) => task::run(args).await,
+        Command::ReprocessDeadLetters(args) => {
+            orders::dead_letters::reprocess_command(args.topology.nats_url()).await
+        }
         Command::All(args) => {
             orders::launcher::run(orders::launcher::Launch {
                 chapter: env!("CARGO_PKG_NAME").to_owned(),

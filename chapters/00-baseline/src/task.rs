@@ -14,7 +14,7 @@ use futures::StreamExt;
 use orders::fulfilment::{Fulfilment, plan_packing};
 use orders::pb::gateway_callback_client::GatewayCallbackClient;
 use orders::pb::{self, Outcome};
-use orders::{OrderCreated, queue};
+use orders::{OrderCreated, dead_letters, queue};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
@@ -144,7 +144,7 @@ async fn handle(message: jetstream::Message, mut gateway: GatewayCallbackClient<
     })
     .await;
     let Ok((order, fulfilment)) = fulfilment else {
-        let _ = message.ack_with(AckKind::Nak(None)).await;
+        settle_failure(message, delivery, "packing panicked").await;
         return;
     };
     let (outcome, detail) = match fulfilment {
@@ -171,13 +171,34 @@ async fn handle(message: jetstream::Message, mut gateway: GatewayCallbackClient<
                 Ok(Err(status)) => status.to_string(),
                 _ => "timed out".to_owned(),
             };
-            let delay = queue::redelivery_backoff(delivery);
-            eprintln!(
-                "task: callback for order {} failed on delivery {delivery} ({reason}); redelivery in {delay:?}",
-                order.order_id
-            );
-            let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+            settle_failure(message, delivery, &reason).await;
         }
     }
 }
 // ANCHOR_END: handle
+
+// ANCHOR: settle_failure
+/// Settles a delivery that failed: redelivered after a growing delay, or,
+/// when JetStream will not deliver it again, moved to the dead letters.
+async fn settle_failure(message: jetstream::Message, delivery: i64, reason: &str) {
+    let order_id = serde_json::from_slice::<OrderCreated>(&message.payload)
+        .map(|order| order.order_id)
+        .unwrap_or_default();
+    if dead_letters::is_last_delivery(delivery) {
+        match dead_letters::move_to_dead_letters(&message, reason).await {
+            Ok(()) => eprintln!(
+                "task: order {order_id} failed on its last delivery ({delivery}): {reason}; moved to the dead letters"
+            ),
+            Err(e) => eprintln!(
+                "task: order {order_id} failed on its last delivery ({delivery}): {reason}; the dead letters could not take it ({e}), the order is lost"
+            ),
+        }
+        return;
+    }
+    let delay = queue::redelivery_backoff(delivery);
+    eprintln!(
+        "task: order {order_id} failed on delivery {delivery} ({reason}); redelivery in {delay:?}"
+    );
+    let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+}
+// ANCHOR_END: settle_failure

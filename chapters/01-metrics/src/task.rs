@@ -14,7 +14,7 @@ use futures::StreamExt;
 use orders::fulfilment::{Fulfilment, plan_packing};
 use orders::pb::gateway_callback_client::GatewayCallbackClient;
 use orders::pb::{self, Outcome};
-use orders::{OrderCreated, queue};
+use orders::{OrderCreated, dead_letters, queue};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
@@ -161,8 +161,7 @@ async fn handle(
     })
     .await;
     let Ok((order, fulfilment)) = fulfilment else {
-        let _ = message.ack_with(AckKind::Nak(None)).await;
-        handling.finish("nak");
+        settle_failure(message, handling, delivery, "packing panicked").await;
         return;
     };
     let (outcome, detail) = match fulfilment {
@@ -199,14 +198,41 @@ async fn handle(
                 Ok(Err(status)) => status.to_string(),
                 _ => "timed out".to_owned(),
             };
-            let delay = queue::redelivery_backoff(delivery);
-            eprintln!(
-                "task: callback for order {} failed on delivery {delivery} ({reason}); redelivery in {delay:?}",
-                order.order_id
-            );
-            let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
-            handling.finish("nak");
+            settle_failure(message, handling, delivery, &reason).await;
         }
     }
 }
 // ANCHOR_END: handle
+
+// ANCHOR: settle_failure
+/// Settles a delivery that failed: redelivered after a growing delay, or,
+/// when JetStream will not deliver it again, moved to the dead letters.
+async fn settle_failure(
+    message: jetstream::Message,
+    handling: MessageHandling,
+    delivery: i64,
+    reason: &str,
+) {
+    let order_id = serde_json::from_slice::<OrderCreated>(&message.payload)
+        .map(|order| order.order_id)
+        .unwrap_or_default();
+    if dead_letters::is_last_delivery(delivery) {
+        match dead_letters::move_to_dead_letters(&message, reason).await {
+            Ok(()) => eprintln!(
+                "task: order {order_id} failed on its last delivery ({delivery}): {reason}; moved to the dead letters"
+            ),
+            Err(e) => eprintln!(
+                "task: order {order_id} failed on its last delivery ({delivery}): {reason}; the dead letters could not take it ({e}), the order is lost"
+            ),
+        }
+        handling.finish("dead_letter");
+        return;
+    }
+    let delay = queue::redelivery_backoff(delivery);
+    eprintln!(
+        "task: order {order_id} failed on delivery {delivery} ({reason}); redelivery in {delay:?}"
+    );
+    let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+    handling.finish("nak");
+}
+// ANCHOR_END: settle_failure

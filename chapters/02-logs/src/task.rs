@@ -14,7 +14,7 @@ use futures::StreamExt;
 use orders::fulfilment::{Fulfilment, plan_packing};
 use orders::pb::gateway_callback_client::GatewayCallbackClient;
 use orders::pb::{self, Outcome};
-use orders::{OrderCreated, queue};
+use orders::{OrderCreated, dead_letters, queue};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
@@ -165,8 +165,7 @@ async fn handle(
     })
     .await;
     let Ok((order, fulfilment)) = fulfilment else {
-        let _ = message.ack_with(AckKind::Nak(None)).await;
-        handling.finish("nak");
+        settle_failure(message, handling, delivery, "packing panicked").await;
         return;
     };
     let (outcome, detail) = match fulfilment {
@@ -204,16 +203,47 @@ async fn handle(
                 Ok(Err(status)) => status.to_string(),
                 _ => "timed out".to_owned(),
             };
-            let delay = queue::redelivery_backoff(delivery);
-            tracing::warn!(
-                delivery,
-                error = %reason,
-                redelivery_in_ms = delay.as_millis() as u64,
-                "callback failed, redelivery scheduled"
-            );
-            let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
-            handling.finish("nak");
+            settle_failure(message, handling, delivery, &reason).await;
         }
     }
 }
 // ANCHOR_END: handle
+
+// ANCHOR: settle_failure
+/// Settles a delivery that failed: redelivered after a growing delay, or,
+/// when JetStream will not deliver it again, moved to the dead letters
+/// (an error: from here on only a person can help).
+async fn settle_failure(
+    message: jetstream::Message,
+    handling: MessageHandling,
+    delivery: i64,
+    reason: &str,
+) {
+    if dead_letters::is_last_delivery(delivery) {
+        match dead_letters::move_to_dead_letters(&message, reason).await {
+            Ok(()) => tracing::error!(
+                delivery,
+                error = %reason,
+                "last delivery failed, order moved to the dead letters"
+            ),
+            Err(e) => tracing::error!(
+                delivery,
+                error = %reason,
+                dead_letter_error = %e,
+                "last delivery failed, and the dead letters could not take it: order lost"
+            ),
+        }
+        handling.finish("dead_letter");
+        return;
+    }
+    let delay = queue::redelivery_backoff(delivery);
+    tracing::warn!(
+        delivery,
+        error = %reason,
+        redelivery_in_ms = delay.as_millis() as u64,
+        "delivery failed, redelivery scheduled"
+    );
+    let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+    handling.finish("nak");
+}
+// ANCHOR_END: settle_failure

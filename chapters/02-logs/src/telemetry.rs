@@ -301,7 +301,8 @@ pub struct MessageHandling {
 
 impl MessageHandling {
     /// Records how the delivery was settled: `ack` (done), `nak` (to be
-    /// redelivered) or `term` (never to be redelivered).
+    /// redelivered), `term` (never to be redelivered) or `dead_letter`
+    /// (moved to the dead-letter stream after its last delivery failed).
     pub fn finish(self, status: &'static str) {
         let took = self.received.elapsed();
         self.telemetry

@@ -16,6 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use orders::deadline;
 use orders::pb::gateway_callback_server::{GatewayCallback, GatewayCallbackServer};
 use orders::pb::order_service_client::OrderServiceClient;
 use orders::pb::{self, Outcome};
@@ -149,16 +150,21 @@ struct Created {
 // ANCHOR: create_order
 async fn create_order(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<CreateOrderBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
     let order = orders::NewOrder::validate(&body.user_id, &body.product_id, body.quantity)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    // A retry with the same key gets the same order (logic keeps the keys).
+    let idempotency_key = orders::http::idempotency_key(&headers)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
 
     let request = pb::CreateOrderRequest {
         user_id: order.user_id,
         product_id: order.product_id,
         quantity: order.quantity,
+        idempotency_key,
     };
     let mut logic = state.logic.clone();
     let created = call_logic(
@@ -166,7 +172,7 @@ async fn create_order(
         state.telemetry.grpc_client(
             "orders.v1.OrderService",
             "CreateOrder",
-            logic.create_order(request),
+            logic.create_order(deadline::request(request, state.logic_timeout)),
         ),
     )
     .await?;
@@ -194,7 +200,8 @@ struct OrderView {
     product_id: String,
     quantity: u32,
     created_at_unix_ms: i64,
-    /// `created` until task's callback arrives, then `completed` or `failed`.
+    /// `created` until task's callback arrives, then `completed` or `failed`;
+    /// `dead_lettered` if task gave up on it.
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
@@ -216,7 +223,7 @@ async fn get_order(
         state.telemetry.grpc_client(
             "orders.v1.OrderService",
             "GetOrder",
-            logic.get_order(request),
+            logic.get_order(deadline::request(request, state.logic_timeout)),
         ),
     )
     .await?;
@@ -279,7 +286,7 @@ impl GatewayCallback for CallbackServer {
             self.0.telemetry.grpc_client(
                 "orders.v1.OrderService",
                 "RecordResult",
-                logic.record_result(result),
+                logic.record_result(deadline::request(result, self.0.logic_timeout)),
             ),
         )
         .await?;

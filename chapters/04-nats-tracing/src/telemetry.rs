@@ -42,7 +42,7 @@ mod names;
 mod propagation;
 mod traces;
 
-pub use messaging::{TraceRelation, message_headers};
+pub use messaging::{TraceRelation, continue_stored_trace, current_traceparent, message_headers};
 use metrics::Metrics;
 pub use traces::{InjectContext, TracedChannel};
 
@@ -353,7 +353,8 @@ pub struct MessageHandling {
 
 impl MessageHandling {
     /// Records how the delivery was settled: `ack` (done), `nak` (to be
-    /// redelivered) or `term` (never to be redelivered).
+    /// redelivered), `term` (never to be redelivered) or `dead_letter`
+    /// (moved to the dead-letter stream after its last delivery failed).
     pub fn finish(self, status: &'static str) {
         let took = self.received.elapsed();
         messaging::settled(&self.span, status);

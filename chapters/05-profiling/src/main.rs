@@ -5,8 +5,9 @@
 //! chapter 02 and the `/metrics` of chapter 01 stay. Everything the
 //! chapters add is set up in [`telemetry`], and the services only call it.
 //!
-//! One binary, four subcommands: `gateway`, `logic` and `task` run one
-//! service each; `all` (the default) runs the three as child processes.
+//! One binary, five subcommands: `gateway`, `logic` and `task` run one
+//! service each; `all` (the default) runs the three as child processes;
+//! `reprocess-dead-letters` puts the orders task gave up on back in line.
 
 mod gateway;
 mod logic;
@@ -38,6 +39,9 @@ enum Command {
     Task(task::Args),
     /// All three services as child processes, plus a nats-server (default).
     All(AllArgs),
+    /// Puts the orders task gave up on (the dead letters) back on
+    /// orders.created, each once.
+    ReprocessDeadLetters(AllArgs),
 }
 
 #[derive(clap::Args)]
@@ -54,6 +58,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Gateway(args) => serve(Service::Gateway, |t| gateway::run(args, t)).await,
         Command::Logic(args) => serve(Service::Logic, |t| logic::run(args, t)).await,
         Command::Task(args) => serve(Service::Task, |t| task::run(args, t)).await,
+        Command::ReprocessDeadLetters(args) => {
+            orders::dead_letters::reprocess_command(args.topology.nats_url()).await
+        }
         Command::All(args) => {
             let hints = telemetry::banner_hints(&args.topology);
             orders::launcher::run(orders::launcher::Launch {

@@ -43,7 +43,7 @@ mod profiling;
 mod propagation;
 mod traces;
 
-pub use messaging::{TraceRelation, message_headers};
+pub use messaging::{TraceRelation, continue_stored_trace, current_traceparent, message_headers};
 use metrics::Metrics;
 pub use traces::{InjectContext, TracedChannel};
 
@@ -355,7 +355,8 @@ pub struct MessageHandling {
 
 impl MessageHandling {
     /// Records how the delivery was settled: `ack` (done), `nak` (to be
-    /// redelivered) or `term` (never to be redelivered).
+    /// redelivered), `term` (never to be redelivered) or `dead_letter`
+    /// (moved to the dead-letter stream after its last delivery failed).
     pub fn finish(self, status: &'static str) {
         let took = self.received.elapsed();
         messaging::settled(&self.span, status);

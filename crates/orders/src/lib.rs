@@ -7,6 +7,8 @@
 //! the lesson.
 
 pub mod admin;
+pub mod dead_letters;
+pub mod deadline;
 pub mod domain;
 pub mod fulfilment;
 pub mod http;

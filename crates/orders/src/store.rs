@@ -11,10 +11,11 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+use crate::deadline;
 use crate::domain::Order;
 use crate::pb::{self, Outcome};
 
@@ -27,11 +28,23 @@ CREATE TABLE IF NOT EXISTS orders (
     quantity           INTEGER NOT NULL,
     created_at_unix_ms INTEGER NOT NULL,
     published          INTEGER NOT NULL DEFAULT 0,
-    -- NULL until the first result: completed or failed.
+    -- NULL until the first result: completed, failed (or dead_lettered).
     outcome            TEXT,
-    detail             TEXT
+    detail             TEXT,
+    -- The client's Idempotency-Key: a retry with it gets this order back.
+    idempotency_key    TEXT,
+    -- The trace context the order was created in (a W3C traceparent), so
+    -- that the outbox republishes it in the same trace.
+    trace_context      TEXT
 );
 CREATE INDEX IF NOT EXISTS orders_unpublished ON orders (created_at_unix_ms) WHERE published = 0;
+";
+
+/// Made after the columns were added, so a database from before them gets
+/// its columns (see `add_missing_columns`) before this index.
+const KEY_INDEX: &str = "
+CREATE UNIQUE INDEX IF NOT EXISTS orders_idempotency_key ON orders (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 ";
 // ANCHOR_END: schema
 
@@ -56,24 +69,88 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        add_result_columns(&pool).await?;
+        add_missing_columns(&pool).await?;
+        sqlx::raw_sql(KEY_INDEX).execute(&pool).await?;
         Ok(Self { pool })
     }
 
-    /// Stores a new order, not yet published.
-    pub async fn insert(&self, order: &Order) -> Result<(), sqlx::Error> {
+    // ANCHOR: insert
+    /// Stores a new order, not yet published, with what `row` adds to it,
+    /// and commits only if `deadline` has not passed by then: a caller that
+    /// gave up (and answered its client 504) must not find the order
+    /// created behind its back. The write lock is taken first (`BEGIN
+    /// IMMEDIATE`), so the wait for it counts against the deadline; if the
+    /// future is dropped before the commit, sqlx rolls the transaction back.
+    ///
+    /// With an idempotency key that an earlier order was stored under,
+    /// nothing is stored and that order is returned, if it is the same
+    /// order (same user, product and quantity).
+    ///
+    /// Errors: [`StoreError::DeadlinePassed`], [`StoreError::KeyReused`]
+    /// (the key names another order), [`StoreError::Database`].
+    pub async fn insert(
+        &self,
+        order: &Order,
+        row: NewRow<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Inserted, StoreError> {
+        let mut tx = self.begin_before(deadline).await?;
+        if let Some(key) = row.idempotency_key {
+            let earlier: Option<Order> = sqlx::query_as(
+                "SELECT order_id, user_id, product_id, quantity, created_at_unix_ms
+                 FROM orders WHERE idempotency_key = ?",
+            )
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(earlier) = earlier {
+                let same = (&earlier.user_id, &earlier.product_id, earlier.quantity)
+                    == (&order.user_id, &order.product_id, order.quantity);
+                return match same {
+                    true => Ok(Inserted::Earlier(earlier)),
+                    false => Err(StoreError::KeyReused {
+                        order_id: earlier.order_id,
+                    }),
+                };
+            }
+        }
         sqlx::query(
-            "INSERT INTO orders (order_id, user_id, product_id, quantity, created_at_unix_ms)
-             VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO orders (order_id, user_id, product_id, quantity, created_at_unix_ms,
+                                 idempotency_key, trace_context)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&order.order_id)
         .bind(&order.user_id)
         .bind(&order.product_id)
         .bind(order.quantity)
         .bind(order.created_at_unix_ms)
-        .execute(&self.pool)
+        .bind(row.idempotency_key)
+        .bind(row.trace_context)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        if deadline::passed(deadline) {
+            tx.rollback().await?;
+            return Err(StoreError::DeadlinePassed);
+        }
+        tx.commit().await?;
+        Ok(Inserted::New)
+    }
+    // ANCHOR_END: insert
+
+    /// Takes the write lock (`BEGIN IMMEDIATE`), waiting for it no later
+    /// than `deadline`: another writer may hold it for seconds.
+    async fn begin_before(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        let begin = self.pool.begin_with("BEGIN IMMEDIATE");
+        match deadline {
+            Some(at) => tokio::time::timeout_at(at.into(), begin)
+                .await
+                .map_err(|_| StoreError::DeadlinePassed)?
+                .map_err(StoreError::from),
+            None => Ok(begin.await?),
+        }
     }
 
     /// Reads one order, with its result if one was recorded.
@@ -89,24 +166,39 @@ impl Store {
 
     // ANCHOR: record_result
     /// Stores the result of an order unless it has one already: the first
-    /// result wins, atomically, whichever gateway forwards it. `None` when
-    /// there is no such order.
+    /// result wins, atomically, whichever gateway forwards it. The one
+    /// exception is [`Outcome::DeadLettered`], which only says that task
+    /// gave up: the result of a reprocessed dead letter replaces it. `None`
+    /// when there is no such order.
+    ///
+    /// Like [`Store::insert`], commits nothing once `deadline` has passed:
+    /// the caller would not learn that this result was the first, and so
+    /// would never count the order as completed.
+    ///
+    /// Errors: [`StoreError::DeadlinePassed`], [`StoreError::Database`].
     pub async fn record_result(
         &self,
         order_id: &str,
         outcome: Outcome,
         detail: &str,
-    ) -> Result<Option<Recorded>, sqlx::Error> {
+        deadline: Option<Instant>,
+    ) -> Result<Option<Recorded>, StoreError> {
+        let mut tx = self.begin_before(deadline).await?;
         let first: Option<(i64,)> = sqlx::query_as(
             "UPDATE orders SET outcome = ?, detail = ?
-             WHERE order_id = ? AND outcome IS NULL
+             WHERE order_id = ? AND (outcome IS NULL OR outcome = 'dead_lettered')
              RETURNING created_at_unix_ms",
         )
         .bind(outcome.status())
         .bind(detail)
         .bind(order_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        if deadline::passed(deadline) {
+            tx.rollback().await?;
+            return Err(StoreError::DeadlinePassed);
+        }
+        tx.commit().await?;
         if let Some((created_at_unix_ms,)) = first {
             return Ok(Some(Recorded {
                 recorded: true,
@@ -125,6 +217,25 @@ impl Store {
     }
     // ANCHOR_END: record_result
 
+    /// Says that task gave up on an order (its message was dead-lettered),
+    /// unless the order has a result already. True when this changed it.
+    pub async fn mark_dead_lettered(
+        &self,
+        order_id: &str,
+        reason: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let changed = sqlx::query(
+            "UPDATE orders SET outcome = ?, detail = ? WHERE order_id = ? AND outcome IS NULL",
+        )
+        .bind(Outcome::DeadLettered.status())
+        .bind(reason)
+        .bind(order_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
     /// Flags an order whose message JetStream has acknowledged.
     pub async fn mark_published(&self, order_id: &str) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE orders SET published = 1 WHERE order_id = ?")
@@ -135,14 +246,15 @@ impl Store {
     }
 
     /// The outbox: orders created before `created_before_unix_ms` whose
-    /// message was never acknowledged, oldest first.
+    /// message was never acknowledged, oldest first, each with the trace
+    /// context it was created in.
     pub async fn unpublished(
         &self,
         created_before_unix_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Order>, sqlx::Error> {
+    ) -> Result<Vec<Unpublished>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT order_id, user_id, product_id, quantity, created_at_unix_ms
+            "SELECT order_id, user_id, product_id, quantity, created_at_unix_ms, trace_context
              FROM orders WHERE published = 0 AND created_at_unix_ms < ?
              ORDER BY created_at_unix_ms LIMIT ?",
         )
@@ -167,18 +279,77 @@ impl Store {
     }
 }
 
-/// Adds the result columns to a database made before they existed.
-async fn add_result_columns(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    let (has,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM pragma_table_info('orders') WHERE name = 'outcome'")
-            .fetch_one(pool)
-            .await?;
-    if has == 0 {
-        sqlx::raw_sql("ALTER TABLE orders ADD COLUMN outcome TEXT; ALTER TABLE orders ADD COLUMN detail TEXT;")
+/// Adds the columns a database made before them lacks.
+async fn add_missing_columns(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    for column in ["outcome", "detail", "idempotency_key", "trace_context"] {
+        let (has,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM pragma_table_info('orders') WHERE name = ?")
+                .bind(column)
+                .fetch_one(pool)
+                .await?;
+        if has == 0 {
+            // A name from the list above, never from input.
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "ALTER TABLE orders ADD COLUMN {column} TEXT"
+            )))
             .execute(pool)
             .await?;
+        }
     }
     Ok(())
+}
+
+/// What [`Store::insert`] stores with an order besides its fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NewRow<'a> {
+    /// The client's `Idempotency-Key`, if it sent one.
+    pub idempotency_key: Option<&'a str>,
+    /// The W3C `traceparent` of the span the order was created in.
+    pub trace_context: Option<&'a str>,
+}
+
+/// What [`Store::insert`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// The order was stored.
+    New,
+    /// Nothing was stored: this order had been stored under the same
+    /// idempotency key.
+    Earlier(Order),
+}
+
+/// An order of the outbox, with the context to publish it in.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Unpublished {
+    #[sqlx(flatten)]
+    pub order: Order,
+    pub trace_context: Option<String>,
+}
+
+/// Why a write was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The caller's deadline passed before the commit: nothing was stored.
+    #[error("the caller's deadline passed before the write was committed; nothing was stored")]
+    DeadlinePassed,
+    /// The idempotency key was used for another order.
+    #[error("this Idempotency-Key was used for another order, {order_id}")]
+    KeyReused { order_id: String },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// How a write that was not stored answers a gRPC call: past the deadline
+/// `DeadlineExceeded`, a reused key `InvalidArgument` (the gateway's 422),
+/// a database failure `Unavailable` (worth retrying).
+impl From<StoreError> for tonic::Status {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::DeadlinePassed => tonic::Status::deadline_exceeded(e.to_string()),
+            StoreError::KeyReused { .. } => tonic::Status::invalid_argument(e.to_string()),
+            StoreError::Database(_) => tonic::Status::unavailable(format!("the database: {e}")),
+        }
+    }
 }
 
 /// A stored order and its result, if one was recorded.
@@ -236,6 +407,7 @@ impl Outcome {
             Outcome::Unspecified => "created",
             Outcome::Completed => "completed",
             Outcome::Failed => "failed",
+            Outcome::DeadLettered => "dead_lettered",
         }
     }
 
@@ -243,6 +415,7 @@ impl Outcome {
         match status {
             "completed" => Outcome::Completed,
             "failed" => Outcome::Failed,
+            "dead_lettered" => Outcome::DeadLettered,
             _ => Outcome::Unspecified,
         }
     }
@@ -258,7 +431,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("orders.db")).await.unwrap();
         let order = Order::create(NewOrder::validate("1001", "A001", 3).unwrap());
-        store.insert(&order).await.unwrap();
+        store.insert(&order, NewRow::default(), None).await.unwrap();
 
         assert_eq!(
             store.get(&order.order_id).await.unwrap().map(|s| s.order),
@@ -267,7 +440,10 @@ mod tests {
         let later = order.created_at_unix_ms + 1;
         assert_eq!(
             store.unpublished(later, 10).await.unwrap(),
-            vec![order.clone()]
+            vec![Unpublished {
+                order: order.clone(),
+                trace_context: None
+            }]
         );
         assert!(
             store
@@ -287,18 +463,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("orders.db")).await.unwrap();
         let order = Order::create(NewOrder::validate("1001", "A001", 3).unwrap());
-        store.insert(&order).await.unwrap();
+        store.insert(&order, NewRow::default(), None).await.unwrap();
         assert_eq!(
             store.get(&order.order_id).await.unwrap().unwrap().outcome(),
             Outcome::Unspecified
         );
 
         let first = store
-            .record_result(&order.order_id, Outcome::Completed, "packed")
+            .record_result(&order.order_id, Outcome::Completed, "packed", None)
             .await
             .unwrap();
         let again = store
-            .record_result(&order.order_id, Outcome::Failed, "late")
+            .record_result(&order.order_id, Outcome::Failed, "late", None)
             .await
             .unwrap();
         assert_eq!(
@@ -319,11 +495,142 @@ mod tests {
         assert_eq!(stored.detail.as_deref(), Some("packed"));
         assert_eq!(
             store
-                .record_result("no-such-order", Outcome::Completed, "")
+                .record_result("no-such-order", Outcome::Completed, "", None)
                 .await
                 .unwrap(),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_marks_only_an_unfinished_order_and_a_later_result_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("orders.db")).await.unwrap();
+        let given_up = Order::create(NewOrder::validate("1001", "A001", 1).unwrap());
+        let done = Order::create(NewOrder::validate("1002", "A001", 1).unwrap());
+        store
+            .insert(&given_up, NewRow::default(), None)
+            .await
+            .unwrap();
+        store.insert(&done, NewRow::default(), None).await.unwrap();
+        let recorded = |o: &Order| {
+            let store = store.clone();
+            let id = o.order_id.clone();
+            async move { store.get(&id).await.unwrap().unwrap().outcome() }
+        };
+
+        store
+            .record_result(&done.order_id, Outcome::Completed, "packed", None)
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .mark_dead_lettered(&done.order_id, "late")
+                .await
+                .unwrap()
+        );
+        assert_eq!(recorded(&done).await, Outcome::Completed);
+
+        assert!(
+            store
+                .mark_dead_lettered(&given_up.order_id, "10 deliveries")
+                .await
+                .unwrap()
+        );
+        assert_eq!(recorded(&given_up).await, Outcome::DeadLettered);
+        let reprocessed = store
+            .record_result(&given_up.order_id, Outcome::Completed, "packed", None)
+            .await
+            .unwrap();
+        assert!(reprocessed.unwrap().recorded);
+        let again = store
+            .record_result(&given_up.order_id, Outcome::Completed, "packed", None)
+            .await
+            .unwrap();
+        assert!(
+            !again.unwrap().recorded,
+            "a result replaces a dead letter once"
+        );
+        assert_eq!(recorded(&given_up).await, Outcome::Completed);
+    }
+
+    #[tokio::test]
+    async fn a_retry_with_the_same_key_gets_the_same_order_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("orders.db")).await.unwrap();
+        let first = Order::create(NewOrder::validate("1001", "A001", 2).unwrap());
+        let keyed = NewRow {
+            idempotency_key: Some("key-1"),
+            trace_context: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        };
+        assert_eq!(
+            store.insert(&first, keyed, None).await.unwrap(),
+            Inserted::New
+        );
+
+        let retry = Order::create(NewOrder::validate("1001", "A001", 2).unwrap());
+        assert_eq!(
+            store.insert(&retry, keyed, None).await.unwrap(),
+            Inserted::Earlier(first.clone())
+        );
+        let other = Order::create(NewOrder::validate("1001", "A001", 3).unwrap());
+        match store.insert(&other, keyed, None).await {
+            Err(StoreError::KeyReused { order_id }) => assert_eq!(order_id, first.order_id),
+            other => panic!("a key for another order: {other:?}"),
+        }
+        // Without a key, or with another key, orders are new.
+        let unkeyed = Order::create(NewOrder::validate("1001", "A001", 2).unwrap());
+        assert_eq!(
+            store
+                .insert(&unkeyed, NewRow::default(), None)
+                .await
+                .unwrap(),
+            Inserted::New
+        );
+        assert_eq!(store.count().await.unwrap(), 2);
+        // The outbox hands the context back with the order.
+        let outbox = store.unpublished(i64::MAX, 10).await.unwrap();
+        assert_eq!(outbox[0].trace_context.as_deref(), keyed.trace_context);
+        assert_eq!(outbox[1].trace_context, None);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_committed_once_the_deadline_has_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("orders.db")).await.unwrap();
+        let late = Some(Instant::now());
+        let order = Order::create(NewOrder::validate("1001", "A001", 1).unwrap());
+        let row = NewRow {
+            idempotency_key: Some("late"),
+            ..NewRow::default()
+        };
+        assert!(matches!(
+            store.insert(&order, row, late).await,
+            Err(StoreError::DeadlinePassed)
+        ));
+        assert_eq!(store.count().await.unwrap(), 0);
+        // The key was not taken either: the retry stores the order.
+        assert_eq!(
+            store.insert(&order, row, None).await.unwrap(),
+            Inserted::New
+        );
+
+        assert!(matches!(
+            store
+                .record_result(&order.order_id, Outcome::Completed, "packed", late)
+                .await,
+            Err(StoreError::DeadlinePassed)
+        ));
+        assert_eq!(
+            store.get(&order.order_id).await.unwrap().unwrap().outcome(),
+            Outcome::Unspecified
+        );
+        let in_time = Some(Instant::now() + Duration::from_secs(5));
+        let recorded = store
+            .record_result(&order.order_id, Outcome::Completed, "packed", in_time)
+            .await
+            .unwrap();
+        assert!(recorded.unwrap().recorded);
     }
 
     #[tokio::test]
@@ -347,9 +654,9 @@ mod tests {
 
         let store = Store::open(&path).await.unwrap();
         let order = Order::create(NewOrder::validate("1001", "A001", 1).unwrap());
-        store.insert(&order).await.unwrap();
+        store.insert(&order, NewRow::default(), None).await.unwrap();
         let recorded = store
-            .record_result(&order.order_id, Outcome::Failed, "sold out")
+            .record_result(&order.order_id, Outcome::Failed, "sold out", None)
             .await
             .unwrap();
         assert!(recorded.unwrap().recorded);

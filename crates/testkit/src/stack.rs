@@ -409,7 +409,10 @@ pub fn image_is_pinned(image: &str) -> std::result::Result<(), String> {
 
 // --------------------------------------------------------------- Prometheus
 
-/// The scrape jobs of Prometheus's configuration: job name -> targets.
+/// The scrape jobs of Prometheus's configuration: job name -> targets,
+/// `host:port`. A DNS-discovered job (`dns_sd_configs` of type A) counts
+/// each name as the target `name:port`: whatever number of containers
+/// answer it, they are that service on that port.
 pub fn scrape_jobs(root: &Path) -> Result<BTreeMap<String, Vec<String>>> {
     #[derive(Deserialize)]
     struct Config {
@@ -420,19 +423,36 @@ pub fn scrape_jobs(root: &Path) -> Result<BTreeMap<String, Vec<String>>> {
         job_name: String,
         #[serde(default)]
         static_configs: Vec<StaticConfig>,
+        #[serde(default)]
+        dns_sd_configs: Vec<DnsConfig>,
     }
     #[derive(Deserialize)]
     struct StaticConfig {
         targets: Vec<String>,
     }
+    #[derive(Deserialize)]
+    struct DnsConfig {
+        names: Vec<String>,
+        r#type: String,
+        port: u16,
+    }
     let config: Config = read_yaml(&root.join(PROMETHEUS_CONFIG))?;
     let mut jobs = BTreeMap::new();
     for scrape in config.scrape_configs {
-        let targets = scrape
+        let mut targets: Vec<String> = scrape
             .static_configs
             .into_iter()
             .flat_map(|c| c.targets)
             .collect();
+        for dns in scrape.dns_sd_configs {
+            ensure!(
+                dns.r#type == "A",
+                "job {}: DNS discovery of type {} gives no port; use A",
+                scrape.job_name,
+                dns.r#type
+            );
+            targets.extend(dns.names.iter().map(|name| format!("{name}:{}", dns.port)));
+        }
         ensure!(
             jobs.insert(scrape.job_name.clone(), targets).is_none(),
             "job {} is scraped twice",
@@ -1291,7 +1311,6 @@ mod tests {
             ("gateway", 9101),
             ("logic", 9092),
             ("logic", 9102),
-            ("task", 9103),
             ("nats", 4222),
             ("prometheus", 9090),
             ("grafana", 3000),
@@ -1306,6 +1325,22 @@ mod tests {
                 "{service} does not publish {port}"
             );
         }
+    }
+
+    /// `docker compose up --scale task=3` needs a task that publishes no
+    /// fixed host port (a second container could not bind it), and a
+    /// Prometheus that finds every replica (DNS discovery, not one static
+    /// target).
+    #[test]
+    fn task_scales_and_prometheus_finds_every_replica() {
+        let ports = compose().published_ports().unwrap();
+        let task: Vec<_> = ports.iter().filter(|p| p.service == "task").collect();
+        assert!(task.is_empty(), "task publishes {task:?}");
+        let config: Value = read_yaml(&root().join(PROMETHEUS_CONFIG)).unwrap();
+        let jobs = config["scrape_configs"].as_array().unwrap();
+        let job = jobs.iter().find(|j| j["job_name"] == "task").unwrap();
+        assert_eq!(job["dns_sd_configs"][0]["names"][0], "task", "{job:?}");
+        assert!(job.get("static_configs").is_none(), "{job:?}");
     }
 
     #[test]

@@ -149,10 +149,25 @@ impl System {
 
     /// Starts one service (again); it keeps its ports and its output.
     pub fn spawn(&mut self, service: Service) -> anyhow::Result<()> {
+        let output = self.output.entry(service).or_default().clone();
+        let child = self.launch(service, &self.topology, &output)?;
+        self.running.insert(service, child);
+        Ok(())
+    }
+
+    /// Starts `service` of this system's binary listening as `topology`
+    /// says, with the system's token, OTLP endpoint, arguments and
+    /// variables, its stdout and stderr copied into `output`.
+    fn launch(
+        &self,
+        service: Service,
+        topology: &Topology,
+        output: &Output,
+    ) -> anyhow::Result<Child> {
         let mut command = Command::new(&self.binary);
         command
             .arg(service.name())
-            .args(self.topology.to_args())
+            .args(topology.to_args())
             .args(self.args.get(&service).into_iter().flatten())
             .env("API_TOKEN", TEST_API_TOKEN)
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", self.otlp.endpoint())
@@ -165,7 +180,6 @@ impl System {
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {} {service}", self.binary.display()))?;
-        let output = self.output.entry(service).or_default();
         capture(
             child.stdout.take().expect("piped stdout"),
             output.stdout.clone(),
@@ -174,33 +188,14 @@ impl System {
             child.stderr.take().expect("piped stderr"),
             output.stderr.clone(),
         );
-        self.running.insert(service, child);
-        Ok(())
+        Ok(child)
     }
 
     /// Waits until the service's `/readyz` answers 200.
     pub async fn wait_ready(&mut self, service: Service) {
-        let client = reqwest::Client::new();
-        let give_up = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if orders::admin::is_ready(&client, self.topology.admin(service)).await {
-                return;
-            }
-            if let Some(child) = self.running.get_mut(&service)
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!(
-                    "{service} exited with {status} while starting; stderr:\n{}",
-                    self.stderr(service).join("\n")
-                );
-            }
-            assert!(
-                tokio::time::Instant::now() < give_up,
-                "{service} not ready within {DEADLINE:?}; stderr:\n{}",
-                self.stderr(service).join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let admin = self.topology.admin(service);
+        let stderr = self.output.entry(service).or_default().stderr.clone();
+        until_ready(service, admin, self.running.get_mut(&service), &stderr).await;
     }
 
     /// Kills a service with SIGKILL, as a crash would, and waits for it.
@@ -268,46 +263,17 @@ impl System {
     /// system's token, OTLP endpoint, arguments and variables, and waits
     /// until it is ready. Dropping the [`Replica`] kills it.
     pub async fn start_another(&self, service: Service, topology: Topology) -> Replica {
-        let mut command = Command::new(&self.binary);
-        command
-            .arg(service.name())
-            .args(topology.to_args())
-            .args(self.args.get(&service).into_iter().flatten())
-            .env("API_TOKEN", TEST_API_TOKEN)
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", self.otlp.endpoint())
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        orders::launcher::die_with_parent(&mut command);
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting another {service}: {e}"));
         let output = Output::default();
-        capture(
-            child.stdout.take().expect("piped stdout"),
-            output.stdout.clone(),
-        );
-        capture(
-            child.stderr.take().expect("piped stderr"),
-            output.stderr.clone(),
-        );
-        let client = reqwest::Client::new();
-        let give_up = tokio::time::Instant::now() + DEADLINE;
-        while !orders::admin::is_ready(&client, topology.admin(service)).await {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "another {service} exited with {status} while starting; stderr:\n{}",
-                    output.stderr.lock().unwrap().join("\n")
-                );
-            }
-            assert!(
-                tokio::time::Instant::now() < give_up,
-                "another {service} not ready within {DEADLINE:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mut child = self
+            .launch(service, &topology, &output)
+            .unwrap_or_else(|e| panic!("starting another {service}: {e:#}"));
+        until_ready(
+            service,
+            topology.admin(service),
+            Some(&mut child),
+            &output.stderr,
+        )
+        .await;
         let api = Api::new(
             format!("http://{}", topology.gateway_http),
             TEST_API_TOKEN.to_owned(),
@@ -348,6 +314,29 @@ impl System {
         async_nats::connect(self.nats.url())
             .await
             .expect("connecting to the test nats-server")
+    }
+
+    /// Runs one of the binary's one-off commands (such as
+    /// `reprocess-dead-letters`) against this system, with its topology, to
+    /// its end within [`DEADLINE`]; returns its stdout. Panics when it
+    /// fails, with its stderr.
+    pub async fn run_command(&self, command: &str) -> String {
+        let mut run = Command::new(&self.binary);
+        run.arg(command)
+            .args(self.topology.to_args())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(DEADLINE, run.output())
+            .await
+            .unwrap_or_else(|_| panic!("`{command}` did not end within {DEADLINE:?}"))
+            .unwrap_or_else(|e| panic!("running `{command}`: {e}"));
+        assert!(
+            output.status.success(),
+            "`{command}` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// The SQLite file of logic.
@@ -410,6 +399,39 @@ impl Replica {
     /// Every line it wrote to stdout so far.
     pub fn stdout(&self) -> Vec<String> {
         self.output.stdout.lock().unwrap().clone()
+    }
+}
+
+/// Waits until `service`, its admin port at `admin`, answers `/readyz`
+/// with 200. Panics, with what it wrote to `stderr`, when `child` exits
+/// first or [`DEADLINE`] passes.
+async fn until_ready(
+    service: Service,
+    admin: std::net::SocketAddr,
+    mut child: Option<&mut Child>,
+    stderr: &Mutex<Vec<String>>,
+) {
+    let client = reqwest::Client::new();
+    let give_up = tokio::time::Instant::now() + DEADLINE;
+    let said = || stderr.lock().unwrap().join("\n");
+    loop {
+        if orders::admin::is_ready(&client, admin).await {
+            return;
+        }
+        if let Some(child) = child.as_deref_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            panic!(
+                "{service} exited with {status} while starting; stderr:\n{}",
+                said()
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "{service} not ready within {DEADLINE:?}; stderr:\n{}",
+            said()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -54,6 +54,7 @@ pub struct Metrics {
     mq_handle_duration: HistogramVec,
     mq_queue_delay: HistogramVec,
     mq_redeliveries: IntCounterVec,
+    mq_dead_lettered: IntCounterVec,
     db_query_duration: HistogramVec,
     orders_created: IntCounterVec,
     orders_completed: IntCounterVec,
@@ -129,7 +130,7 @@ impl Metrics {
             )?,
             mq_consumed: counter(
                 "mq_consumed_total",
-                "Deliveries handled, by subject and how they were settled (ack, nak, term).",
+                "Deliveries handled, by subject and how they were settled (ack, nak, term, dead_letter).",
                 &["subject", "status"],
             )?,
             mq_handle_duration: histogram(
@@ -147,6 +148,11 @@ impl Metrics {
             mq_redeliveries: counter(
                 "mq_redeliveries_total",
                 "Deliveries of messages that had been delivered before without an ack.",
+                &["subject"],
+            )?,
+            mq_dead_lettered: counter(
+                "mq_dead_lettered_total",
+                "Messages whose last delivery failed, moved to the dead-letter stream.",
                 &["subject"],
             )?,
             db_query_duration: histogram(
@@ -202,6 +208,7 @@ impl Metrics {
     ///   `http_request_duration_seconds` of `POST /orders`, not 4xx;
     /// - `OrdersNotCompleting`: `orders_created_total` and
     ///   `orders_completed_total`; `QueueDelayGrowing`: `mq_queue_delay_seconds`;
+    ///   `OrdersDeadLettered`: `mq_dead_lettered_total`;
     /// - the dashboards: each route by status, each gRPC method by code (its
     ///   errors, `code!="OK"`, over all), each JetStream and SQLite family.
     ///
@@ -279,7 +286,7 @@ impl Metrics {
                 }
             }
             Service::Task => {
-                for status in ["ack", "nak", "term"] {
+                for status in ["ack", "nak", "term", "dead_letter"] {
                     self.mq_consumed
                         .with_label_values(&[subject, status])
                         .inc_by(0);
@@ -287,6 +294,9 @@ impl Metrics {
                         .with_label_values(&[subject, status]);
                 }
                 self.mq_redeliveries.with_label_values(&[subject]).inc_by(0);
+                self.mq_dead_lettered
+                    .with_label_values(&[subject])
+                    .inc_by(0);
                 self.mq_queue_delay.with_label_values(&[subject]);
             }
         }
@@ -366,14 +376,19 @@ impl Metrics {
         }
     }
 
-    /// A delivery was settled `status` (`ack`, `nak` or `term`), `took`
-    /// after it was received.
+    /// A delivery was settled `status` (`ack`, `nak`, `term`, or
+    /// `dead_letter`: its last delivery failed and it was moved to the
+    /// dead-letter stream, which also counts in `mq_dead_lettered_total`),
+    /// `took` after it was received.
     pub fn mq_settled(&self, subject: &str, status: &str, took: Duration) {
         let labels = [subject, status];
         self.mq_consumed.with_label_values(&labels).inc();
         self.mq_handle_duration
             .with_label_values(&labels)
             .observe(took.as_secs_f64());
+        if status == "dead_letter" {
+            self.mq_dead_lettered.with_label_values(&[subject]).inc();
+        }
     }
     // ANCHOR_END: messaging
 

@@ -32,6 +32,7 @@
 //! no edge between logic and task; and the sampler decides afresh for each
 //! new trace, where a child follows its parent's decision.
 
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
 use std::str::FromStr;
@@ -161,6 +162,36 @@ fn producer_context(message: &jetstream::Message) -> opentelemetry::Context {
     global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))
 }
 // ANCHOR_END: extract
+
+// ANCHOR: stored_context
+/// The current span's context as a W3C `traceparent`, to store with a row
+/// that is published later: the outbox publishes an order long after the
+/// call that created it has ended, and the row is all that is left of it.
+/// `None` outside any span.
+pub fn current_traceparent() -> Option<String> {
+    let context = Span::current().context();
+    let mut carrier = HashMap::new();
+    global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut carrier);
+    });
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of a context stored with [`current_traceparent`],
+/// before it is first entered, so that what is done later for that row
+/// continues the trace it was created in. Without a stored context, or
+/// with a malformed one, `span` stays the root of a trace of its own.
+pub fn continue_stored_trace(span: &Span, traceparent: Option<&str>) {
+    let Some(traceparent) = traceparent else {
+        return;
+    };
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let stored = global::get_text_map_propagator(|propagator| propagator.extract(&carrier));
+    if stored.span().span_context().is_valid() {
+        let _ = span.set_parent(stored);
+    }
+}
+// ANCHOR_END: stored_context
 
 // ANCHOR: consumer
 /// The consumer span of one delivery: the child of the producer span and

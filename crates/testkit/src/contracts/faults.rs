@@ -2,10 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{DEADLINE, Service, Subject, System, order_body, wait_for};
+use crate::{Api, DEADLINE, Service, Subject, System, order_body, wait_for};
 use async_nats::jetstream::consumer::PullConsumer;
 use futures::future::join_all;
-use reqwest::StatusCode;
+use orders::dead_letters;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sqlx::Connection;
 
 /// task crashes while it holds messages it has not acked. To make sure it
 /// holds some, the gateway is down: every callback fails, so task keeps
@@ -39,6 +42,60 @@ pub async fn orders_survive_task_crashing_with_unacked_messages(subject: &Subjec
         assert_eq!(order["status"], "completed", "{order}");
     }
     assert_eq!(system.stored_orders().await, 30);
+}
+
+/// Places one order and makes every delivery of it fail: task is away
+/// while it is placed, the gateway (task's callback) while task is back.
+/// Returns once the message is in the dead-letter stream, about 21 s later
+/// (ten deliveries, with backoff), the gateway still down.
+pub(crate) async fn an_order_out_of_deliveries(subject: &Subject) -> (System, String) {
+    let mut system = subject.start().await;
+    system.stop(Service::Task).await;
+    let order_id = system.api.place_order(&order_body("1001", "A001", 1)).await;
+    system.stop(Service::Gateway).await;
+    system.restart(Service::Task).await;
+    let jetstream = async_nats::jetstream::new(system.nats_client().await);
+    wait_for(
+        "the message to reach the dead letters",
+        DEADLINE * 2,
+        || async {
+            let mut stream = jetstream.get_stream(dead_letters::STREAM).await.ok()?;
+            (stream.info().await.ok()?.state.messages == 1).then_some(())
+        },
+    )
+    .await;
+    (system, order_id)
+}
+
+/// With the gateway's callback refused on every delivery JetStream makes,
+/// the order is not lost in silence: on the last delivery task moves the
+/// message to the dead-letter stream, and logic marks the order
+/// `dead_lettered`. Once the gateway is back, `reprocess-dead-letters`
+/// completes the order; run again, it finds nothing: the order completes
+/// once.
+pub async fn an_order_out_of_deliveries_is_dead_lettered_then_reprocessed_once(subject: &Subject) {
+    let (mut system, order_id) = an_order_out_of_deliveries(subject).await;
+    system.restart(Service::Gateway).await;
+    wait_for(
+        "logic to mark the order dead-lettered",
+        DEADLINE,
+        || async {
+            let (_, order) = system.api.get_order(&order_id).await;
+            (order["status"] == "dead_lettered").then_some(())
+        },
+    )
+    .await;
+
+    let first = system.run_command("reprocess-dead-letters").await;
+    assert!(first.contains("reprocessed 1 dead letters"), "{first}");
+    wait_for("the reprocessed order to complete", DEADLINE, || async {
+        let (_, order) = system.api.get_order(&order_id).await;
+        (order["status"] == "completed").then_some(())
+    })
+    .await;
+    let again = system.run_command("reprocess-dead-letters").await;
+    assert!(again.contains("reprocessed 0 dead letters"), "{again}");
+    assert_eq!(system.stored_orders().await, 1);
 }
 
 /// Orders placed while NATS is down are stored and answered; logic then
@@ -75,6 +132,88 @@ pub async fn no_accepted_order_is_lost_while_nats_restarts(subject: &Subject) {
         let order = system.api.wait_until_handled(id).await;
         assert_eq!(order["status"], "completed", "{order}");
     }
+}
+
+/// The key every request of the idempotency contracts sends.
+pub(crate) const KEY: &str = "2f1c8e5a-retry-me";
+
+/// `POST /orders` of `body` with the header `Idempotency-Key: key`.
+pub(crate) async fn post_with_key(api: &Api, body: &Value, key: &str) -> (StatusCode, Value) {
+    let request = api
+        .request(Method::POST, "/orders")
+        .header("Idempotency-Key", key)
+        .json(body);
+    Api::send(request).await
+}
+
+/// A client told 504 retries with the same key after logic waited for
+/// SQLite's write lock past the gateway's deadline; returns the system, the
+/// id the retry got, and when the lock was let go (Unix ms).
+pub(crate) async fn a_504_then_a_retry_with_its_key(subject: &Subject) -> (System, String, i64) {
+    let system = subject
+        .system()
+        .arg(Service::Gateway, "--logic-timeout-ms=600")
+        .start()
+        .await;
+    let body = order_body("1001", "A001", 1);
+    // Another writer (a long transaction, a backup) holds the write lock.
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(system.database());
+    let mut writer = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("opening the orders database");
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut writer)
+        .await
+        .expect("taking the write lock");
+    let (status, reply) = post_with_key(&system.api, &body, KEY).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{reply}");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    let released = orders::domain::unix_millis();
+
+    let (status, reply) = post_with_key(&system.api, &body, KEY).await;
+    assert_eq!(status, StatusCode::CREATED, "the retry: {reply}");
+    let order_id = reply["order_id"].as_str().unwrap().to_owned();
+    (system, order_id, released)
+}
+
+/// A client that was told 504 can retry safely with an `Idempotency-Key`:
+/// logic committed nothing past the gateway's deadline (the order the
+/// retry gets was created after the lock was let go), the same key gets
+/// the same order again, the key cannot name another order (422), a
+/// malformed key is refused (400), and one order is stored and completed.
+pub async fn a_retry_after_a_504_with_its_idempotency_key_gets_one_order(subject: &Subject) {
+    let (system, order_id, released) = a_504_then_a_retry_with_its_key(subject).await;
+    let (status, again) = post_with_key(&system.api, &order_body("1001", "A001", 1), KEY).await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(
+        again["order_id"],
+        order_id.as_str(),
+        "the same key, the same order"
+    );
+    let (status, other) = post_with_key(&system.api, &order_body("1001", "A001", 2), KEY).await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "another order: {other}"
+    );
+    for bad in ["", "   ", "k\u{200b}", &"k".repeat(65)] {
+        let (status, reply) = post_with_key(&system.api, &order_body("1001", "A001", 1), bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "key {bad:?}: {reply}");
+        assert!(reply["error"].is_string(), "{reply}");
+    }
+
+    let order = system.api.wait_until_handled(&order_id).await;
+    assert_eq!(order["status"], "completed", "{order}");
+    let created = order["created_at_unix_ms"].as_i64().unwrap();
+    assert!(
+        created >= released,
+        "the order was created at {created}, before the lock was let go at {released}: \
+         logic stored the first attempt after the gateway had answered 504"
+    );
+    assert_eq!(system.stored_orders().await, 1);
 }
 
 pub async fn gateway_answers_503_when_logic_is_down(subject: &Subject) {

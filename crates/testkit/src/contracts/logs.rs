@@ -489,3 +489,40 @@ pub async fn rust_log_sets_the_level(subject: &Subject) {
     assert_eq!(cause[0]["level"], "warn");
     assert_eq!(cause[1]["message"], "request failed");
 }
+
+/// A message whose every delivery failed: task's line for its last
+/// delivery is an error, with the order's id and the trace id, saying the
+/// message went to the dead letters; none of its lines for that delivery
+/// promises a redelivery.
+pub async fn the_last_failed_delivery_is_an_error_not_a_redelivery(subject: &Subject) {
+    let (system, order_id) = crate::contracts::faults::an_order_out_of_deliveries(subject).await;
+    let last = orders::queue::MAX_DELIVER;
+    let task = lines(&system, Service::Task);
+    let of_the_order: Vec<&LogLine> = task
+        .iter()
+        .filter(|l| str_field(l, "order_id") == Some(order_id.as_str()))
+        .collect();
+    let failed_before = of_the_order
+        .iter()
+        .filter(|l| str_field(l, "message") == Some("delivery failed, redelivery scheduled"))
+        .count();
+    assert_eq!(failed_before as i64, last - 1, "{of_the_order:#?}");
+    let given_up: Vec<&&LogLine> = of_the_order
+        .iter()
+        .filter(|l| l.get("delivery").and_then(|d| d.as_i64()) == Some(last))
+        .collect();
+    assert_eq!(
+        given_up.len(),
+        1,
+        "one line for the last delivery: {given_up:#?}"
+    );
+    let line = given_up[0];
+    assert_eq!(str_field(line, "level"), Some("error"), "{line:?}");
+    let message = str_field(line, "message").unwrap_or_default();
+    assert!(message.contains("dead letters"), "{line:?}");
+    assert!(!message.contains("redelivery"), "{line:?}");
+    assert!(
+        is_trace_id(str_field(line, "trace_id").unwrap_or_default()),
+        "{line:?}"
+    );
+}

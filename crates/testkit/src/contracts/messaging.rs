@@ -277,7 +277,7 @@ pub async fn each_delivery_is_a_span_of_its_own(subject: &Subject) {
     let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
     system.stop(Service::Gateway).await;
     system.restart(Service::Task).await;
-    let failed = "callback failed, redelivery scheduled";
+    let failed = "delivery failed, redelivery scheduled";
     wait_for_line(&system, Service::Task, failed, &order_id).await;
     system.restart(Service::Gateway).await;
     system.api.wait_until_handled(&order_id).await;
@@ -343,7 +343,10 @@ pub async fn a_malformed_traceparent_in_a_message_starts_a_fresh_trace(subject: 
             .await
             .unwrap();
         let stored: orders::Order = serde_json::from_value(order.clone()).unwrap();
-        store.insert(&stored).await.unwrap();
+        store
+            .insert(&stored, Default::default(), None)
+            .await
+            .unwrap();
         let mut headers = HeaderMap::new();
         for (j, value) in values.iter().enumerate() {
             let name = if j > 0 && case.starts_with("Traceparent") {
@@ -381,5 +384,65 @@ pub async fn a_malformed_traceparent_in_a_message_starts_a_fresh_trace(subject: 
         );
         assert!(process.span.links.is_empty(), "{case}: nothing to link to");
         assert!(!is_error(process), "{case}: handled");
+    }
+}
+
+/// An order whose publish failed (NATS was down) is published later by
+/// logic's outbox, long after the call that created it ended; its trace
+/// context was stored with it, so the republish, and task's handling, are
+/// still in the trace of the `POST /orders` that placed it.
+pub async fn an_order_republished_by_the_outbox_continues_its_trace(subject: &Subject) {
+    let mut system = system(subject).start().await;
+    system.nats().stop().await.unwrap();
+    let (order_id, (trace, _, _)) = post_order(&system.api, None).await;
+    system.nats().restart().await.unwrap();
+    let order = system.api.wait_until_handled(&order_id).await;
+    assert_eq!(order["status"], "completed", "{order}");
+
+    let spans = system
+        .wait_for_spans("the republish and its delivery", |spans| {
+            let published = spans.iter().any(|s| {
+                s.service == "logic"
+                    && s.span.name == PUBLISH
+                    && !is_error(s)
+                    && attribute(s, "messaging.message.id").as_deref() == Some(order_id.as_str())
+            });
+            published && !deliveries(spans, &order_id).is_empty()
+        })
+        .await;
+    let publishes: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| {
+            s.service == "logic"
+                && s.span.name == PUBLISH
+                && attribute(s, "messaging.message.id").as_deref() == Some(order_id.as_str())
+        })
+        .collect();
+    assert!(
+        publishes.iter().any(|s| is_error(s)) && publishes.iter().any(|s| !is_error(s)),
+        "a failed publish, then the outbox's: {publishes:#?}"
+    );
+    for publish in &publishes {
+        assert_eq!(
+            trace_id_hex(&publish.span.trace_id),
+            trace,
+            "every publish of the order is in its trace"
+        );
+    }
+    let republish = spans
+        .iter()
+        .find(|s| s.service == "logic" && s.span.name == "outbox republish")
+        .expect("logic's outbox republish span");
+    assert_eq!(
+        trace_id_hex(&republish.span.trace_id),
+        trace,
+        "the outbox continues the trace"
+    );
+    for delivery in deliveries(&spans, &order_id) {
+        assert_eq!(
+            trace_id_hex(&delivery.span.trace_id),
+            trace,
+            "task's delivery too"
+        );
     }
 }

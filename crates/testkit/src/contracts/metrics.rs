@@ -434,3 +434,35 @@ pub async fn prometheus_counts_every_error_in_the_slo_ratio(subject: &Subject) {
     }
 }
 // ANCHOR_END: first_error
+
+/// A message whose every delivery failed: task counts the dead letter
+/// once, as a settled delivery too, and every redelivery before it.
+pub async fn a_dead_lettered_message_is_counted(subject: &Subject) {
+    let (system, _) = crate::contracts::faults::an_order_out_of_deliveries(subject).await;
+    let task = scrape(&system, Service::Task).await;
+    let retries = (orders::queue::MAX_DELIVER - 1) as f64;
+    let expected = [
+        ("mq_dead_lettered_total{subject=\"orders.created\"}", 1.0),
+        ("mq_consumed_total{status=\"dead_letter\"}", 1.0),
+        ("mq_consumed_total{status=\"nak\"}", retries),
+        ("mq_redeliveries_total", retries),
+    ];
+    for (selector, count) in expected {
+        assert_eq!(sum(&task, selector), count, "{selector}");
+    }
+}
+
+/// A 504 (logic waited past the deadline and stored nothing), then its
+/// retry with the same key, twice: logic counts one order created, the
+/// gateway one completed.
+pub async fn counters_agree_after_a_504_and_its_retry(subject: &Subject) {
+    use crate::contracts::faults::{KEY, a_504_then_a_retry_with_its_key, post_with_key};
+    let (system, order_id, _) = a_504_then_a_retry_with_its_key(subject).await;
+    let (status, _) = post_with_key(&system.api, &order_body("1001", "A001", 1), KEY).await;
+    assert_eq!(status, StatusCode::CREATED, "a second retry");
+    system.api.wait_until_handled(&order_id).await;
+    let logic = scrape(&system, Service::Logic).await;
+    assert_eq!(sum(&logic, "orders_created_total"), 1.0);
+    let gateway = scrape(&system, Service::Gateway).await;
+    assert_eq!(sum(&gateway, "orders_completed_total"), 1.0);
+}

@@ -69,6 +69,22 @@ define_promises! { $
                     publish failed: the outbox sweep is missing or never sets the published flag",
                 section: "00-baseline.md#logic-store-first-then-publish",
             }
+            an_order_out_of_deliveries_is_dead_lettered_then_reprocessed_once {
+                claim: "an order whose every delivery failed is moved to the dead letters and \
+                    marked dead_lettered, and reprocessing completes it once",
+                diagnosis: "the last delivery is nak'ed like the others (JetStream then drops it \
+                    in silence) instead of being moved to the dead-letter stream, logic does not \
+                    follow the dead letters, or a result cannot replace dead_lettered",
+                section: "00-baseline.md#dead-letters",
+            }
+            a_retry_after_a_504_with_its_idempotency_key_gets_one_order {
+                claim: "a client told 504 retries with its Idempotency-Key and gets one order, \
+                    stored after the deadline it missed, never twice",
+                diagnosis: "logic commits an order after the gateway's deadline (pass the \
+                    deadline on with the call, and check it before the commit), or the key is \
+                    not stored with the order, so a retry makes a second one",
+                section: "00-baseline.md#retries-deadlines-and-idempotency-keys",
+            }
             orders_survive_task_crashing_with_unacked_messages {
                 claim: "orders survive task crashing while it holds unacked messages",
                 diagnosis: "task acks a message before the gateway confirmed the callback, so a \
@@ -139,6 +155,22 @@ define_promises! { $
                     and dashboards read at 0 when the service starts",
                 section: "01-metrics.md#series-that-exist-from-the-start",
             }
+            counters_agree_after_a_504_and_its_retry {
+                claim: "after a 504 and its retry, logic's orders_created_total and the \
+                    gateway's orders_completed_total both say one order",
+                diagnosis: "logic counts an order it did not store (before the commit, or for a \
+                    retry that returned the earlier order), or stores one past the deadline \
+                    without counting it",
+                section: "01-metrics.md#business-events",
+            }
+            a_dead_lettered_message_is_counted {
+                claim: "a message whose every delivery failed counts once in \
+                    mq_dead_lettered_total, its retries in mq_redeliveries_total",
+                diagnosis: "the dead-letter path settles the delivery without telling the \
+                    metrics: finish its handling as dead_letter, which counts \
+                    mq_consumed_total{status=\"dead_letter\"} and mq_dead_lettered_total",
+                section: "01-metrics.md#nats-jetstream",
+            }
         }
     }
     2 {
@@ -195,6 +227,14 @@ define_promises! { $
                     span and lose their trace_id; or a 503 is not logged at error with its cause \
                     at warn in the same trace",
                 section: "02-logs.md#choosing-what-is-logged-rust_log",
+            }
+            the_last_failed_delivery_is_an_error_not_a_redelivery {
+                claim: "when the last delivery of a message fails, task writes one error line \
+                    with the order's id and trace id, never \"redelivery scheduled\"",
+                diagnosis: "the last delivery is logged like every other failed one, a warning \
+                    that promises a redelivery JetStream will never make: check the delivery \
+                    against the consumer's limit and log the dead letter at error",
+                section: "02-logs.md#what-logs-answer",
             }
         }
     }
@@ -343,6 +383,14 @@ define_promises! { $
                     installed, or the NATS extractor without get_all, so a header sent twice \
                     passes), or a failed extraction that fails the delivery",
                 section: "04-nats-tracing.md#pitfalls",
+            }
+            an_order_republished_by_the_outbox_continues_its_trace {
+                claim: "an order republished by the outbox, after NATS was down, is published \
+                    and handled in the trace of the request that placed it",
+                diagnosis: "the outbox publishes in a span of its own, the root of a new trace: \
+                    store the creating span's traceparent with the row and make the outbox's \
+                    span its child (continue_stored_trace)",
+                section: "04-nats-tracing.md#the-outbox-a-context-stored-with-the-row",
             }
         }
     }
