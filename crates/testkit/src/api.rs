@@ -84,6 +84,23 @@ impl Api {
         Self::send(self.request(Method::GET, &format!("/orders/{order_id}"))).await
     }
 
+    /// Waits until the order's status is `status` (`dead_lettered`, say,
+    /// or `completed` after it), and returns the order as the gateway shows
+    /// it.
+    pub async fn wait_for_status(&self, order_id: &str, status: &str) -> Value {
+        crate::wait_for(
+            &format!("order {order_id} to be {status}"),
+            crate::DEADLINE,
+            || async {
+                match self.get_order(order_id).await {
+                    (StatusCode::OK, order) if order["status"] == status => Some(order),
+                    _ => None,
+                }
+            },
+        )
+        .await
+    }
+
     /// Waits until the order's status is no longer `created`, and returns
     /// the order as the gateway shows it.
     pub async fn wait_until_handled(&self, order_id: &str) -> Value {

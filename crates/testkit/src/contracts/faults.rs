@@ -76,23 +76,11 @@ pub(crate) async fn an_order_out_of_deliveries(subject: &Subject) -> (System, St
 pub async fn an_order_out_of_deliveries_is_dead_lettered_then_reprocessed_once(subject: &Subject) {
     let (mut system, order_id) = an_order_out_of_deliveries(subject).await;
     system.restart(Service::Gateway).await;
-    wait_for(
-        "logic to mark the order dead-lettered",
-        DEADLINE,
-        || async {
-            let (_, order) = system.api.get_order(&order_id).await;
-            (order["status"] == "dead_lettered").then_some(())
-        },
-    )
-    .await;
+    system.api.wait_for_status(&order_id, "dead_lettered").await;
 
     let first = system.run_command("reprocess-dead-letters").await;
     assert!(first.contains("reprocessed 1 dead letters"), "{first}");
-    wait_for("the reprocessed order to complete", DEADLINE, || async {
-        let (_, order) = system.api.get_order(&order_id).await;
-        (order["status"] == "completed").then_some(())
-    })
-    .await;
+    system.api.wait_for_status(&order_id, "completed").await;
     let again = system.run_command("reprocess-dead-letters").await;
     assert!(again.contains("reprocessed 0 dead letters"), "{again}");
     assert_eq!(system.stored_orders().await, 1);
