@@ -497,6 +497,15 @@ pub async fn rust_log_sets_the_level(subject: &Subject) {
 pub async fn the_last_failed_delivery_is_an_error_not_a_redelivery(subject: &Subject) {
     let (system, order_id) = crate::contracts::faults::an_order_out_of_deliveries(subject).await;
     let last = orders::queue::MAX_DELIVER;
+    // The message reaches the dead letters before task writes its line
+    // about it: wait for a line of the last delivery, then read them all.
+    wait_for("task to log the last delivery", DEADLINE, || async {
+        lines(&system, Service::Task).into_iter().find(|l| {
+            str_field(l, "order_id") == Some(order_id.as_str())
+                && l.get("delivery").and_then(|d| d.as_i64()) == Some(last)
+        })
+    })
+    .await;
     let task = lines(&system, Service::Task);
     let of_the_order: Vec<&LogLine> = task
         .iter()

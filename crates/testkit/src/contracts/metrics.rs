@@ -439,6 +439,12 @@ pub async fn prometheus_counts_every_error_in_the_slo_ratio(subject: &Subject) {
 /// once, as a settled delivery too, and every redelivery before it.
 pub async fn a_dead_lettered_message_is_counted(subject: &Subject) {
     let (system, _) = crate::contracts::faults::an_order_out_of_deliveries(subject).await;
+    // The message reaches the dead letters before task counts it.
+    wait_for("task to count the dead letter", DEADLINE, || async {
+        let task = scrape(&system, Service::Task).await;
+        (sum(&task, r#"mq_consumed_total{status="dead_letter"}"#) >= 1.0).then_some(())
+    })
+    .await;
     let task = scrape(&system, Service::Task).await;
     let retries = (orders::queue::MAX_DELIVER - 1) as f64;
     let expected = [
