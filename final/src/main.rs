@@ -1,32 +1,7 @@
-//! The order system with every layer of the book, as chapter 05 has them:
-//! metrics, JSON logs, traces across HTTP, gRPC and NATS, and profiles, all
-//! set up in [`telemetry`], which the services only call. What this crate
-//! adds is what running the system for real needs:
-//!
-//! - [`config`]: every setting from a flag or its variable, listed by
-//!   `--help` with the `OTEL_*` variables the SDK reads itself;
-//! - [`shutdown`]: SIGTERM or Ctrl-C makes the service not ready, stops
-//!   accepting, drains what is in flight within a deadline, sends the last
-//!   spans and exits 0;
-//! - [`health`]: `/readyz` answers 503 from the moment a shutdown begins;
-//! - [`server`]: every port bound before anything is served, and an admin
-//!   port that outlives the draining;
-//! - [`secret`]: the API's token compared in constant time.
-//!
-//! One binary, five subcommands: `gateway`, `logic` and `task` run one
-//! service each (one container each in docker compose); `all` (the
-//! default) runs the three as child processes, with a nats-server;
-//! `reprocess-dead-letters` puts the orders task gave up on back in line.
-
-mod config;
-mod gateway;
-mod health;
-mod logic;
-mod secret;
-mod server;
-mod shutdown;
-mod task;
-mod telemetry;
+//! `orders-final`: the command line of [`orders_final`]. It parses the
+//! settings, starts the Tokio runtime and runs the service (or `all`, or
+//! `reprocess-dead-letters`) that the subcommand names, with its telemetry
+//! set up before and shut down after.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -34,10 +9,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use orders::topology::Service;
-use telemetry::Telemetry;
-
-use crate::config::{Cli, Command, Config};
-use crate::shutdown::Shutdown;
+use orders_final::config::{Cli, Command, Config};
+use orders_final::shutdown::Shutdown;
+use orders_final::telemetry::{self, Telemetry};
+use orders_final::{gateway, logic, task};
 
 /// How long the runtime waits, on the way out, for blocking work still
 /// running (a CPU profile being taken, say) before it leaves it behind.

@@ -29,10 +29,11 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use orders::Topology;
 use orders::pb::Outcome;
 use orders::topology::Service;
-use tracing::{Instrument, Level, Span};
+use tracing::{Instrument, Level, Span, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 
 mod logs;
@@ -45,7 +46,7 @@ mod traces;
 
 pub use messaging::{TraceRelation, continue_stored_trace, current_traceparent, message_headers};
 use metrics::Metrics;
-pub use traces::{InjectContext, TracedChannel};
+pub use traces::{InjectContext, TracedChannel, batch_provider};
 
 // ANCHOR: init
 /// What [`init`] set up for one service process. Cheap to clone: every
@@ -70,39 +71,59 @@ pub const DEFAULT_FILTER: &str = "info,h2=warn,hyper=warn,tonic=warn,tower=warn,
 /// `tracing` subscriber is set once per process); an OTLP endpoint that is
 /// not a URL.
 pub fn init(service: Service) -> anyhow::Result<Telemetry> {
-    let metrics = Arc::new(Metrics::new(service)?);
-
-    // ANCHOR: subscriber
-    // W3C Trace Context: how a trace id travels in a `traceparent` header,
-    // checked by W3C's rules before it is trusted.
-    global::set_text_map_propagator(propagation::W3cTraceContext::default());
-    // Spans are sent to a collector, in batches.
     // One name for the service in every pillar: OTEL_SERVICE_NAME, else
     // service.name in OTEL_RESOURCE_ATTRIBUTES, else its own word.
     let name = traces::service_name(service);
+    // Spans are sent to a collector, in batches.
     let tracer_provider = traces::tracer_provider(&name)?;
-    let tracer = tracer_provider.tracer(env!("CARGO_PKG_NAME"));
-    // `RUST_LOG` chooses which events are written. Spans of level INFO and
-    // up exist whatever it says, so that a warning still has the trace id
-    // of its request when RUST_LOG=warn.
-    let spans = filter_fn(|metadata| metadata.is_span() && *metadata.level() <= Level::INFO);
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .and_then(logs::JsonLines::new(name, std::io::stdout))
-            // Never a span of the libraries spans are sent with.
-            .with_filter(
-                logs::event_filter(DEFAULT_FILTER)
-                    .or(spans)
-                    .and(filter_fn(traces::not_a_transport_span)),
-            ),
-    );
-    tracing::subscriber::set_global_default(subscriber)?;
+    let telemetry = Telemetry::new(service, tracer_provider)?;
+    // Log lines go to stdout.
+    tracing::subscriber::set_global_default(telemetry.subscriber(name, std::io::stdout))?;
+    Ok(telemetry)
+}
+
+impl Telemetry {
+    /// The telemetry of `service`, its spans made by `tracer_provider`:
+    /// [`init`]'s, or, in the floor benchmark, one whose spans go nowhere.
+    /// Sets the process's propagator.
+    ///
+    /// Errors: a metric registered twice, which is a bug.
+    pub fn new(service: Service, tracer_provider: SdkTracerProvider) -> anyhow::Result<Telemetry> {
+        // W3C Trace Context: how a trace id travels in a `traceparent`
+        // header, checked by W3C's rules before it is trusted.
+        global::set_text_map_propagator(propagation::W3cTraceContext::default());
+        Ok(Telemetry {
+            metrics: Arc::new(Metrics::new(service)?),
+            tracer_provider,
+        })
+    }
+
+    // ANCHOR: subscriber
+    /// The `tracing` subscriber of the service named `name`: each span an
+    /// OpenTelemetry span, each event a JSON line written to `make_writer`
+    /// (stdout, in [`init`]).
+    pub fn subscriber<W>(&self, name: String, make_writer: W) -> impl Subscriber + Send + Sync
+    where
+        W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+    {
+        let tracer = self.tracer_provider.tracer(env!("CARGO_PKG_NAME"));
+        // `RUST_LOG` chooses which events are written. Spans of level INFO
+        // and up exist whatever it says, so that a warning still has the
+        // trace id of its request when RUST_LOG=warn.
+        let spans = filter_fn(|metadata| metadata.is_span() && *metadata.level() <= Level::INFO);
+        tracing_subscriber::registry().with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .and_then(logs::JsonLines::new(name, make_writer))
+                // Never a span of the libraries spans are sent with.
+                .with_filter(
+                    logs::event_filter(DEFAULT_FILTER)
+                        .or(spans)
+                        .and(filter_fn(traces::not_a_transport_span)),
+                ),
+        )
+    }
     // ANCHOR_END: subscriber
-    Ok(Telemetry {
-        metrics,
-        tracer_provider,
-    })
 }
 
 impl Telemetry {

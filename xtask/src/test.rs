@@ -120,7 +120,9 @@ fn step(name: &'static str, run: impl FnOnce() -> Outcome) -> Step {
     }
 }
 
-/// The tests, with nextest when it is installed (faster, clearer output).
+/// The tests, with nextest when it is installed (faster, clearer output);
+/// every target, so the benchmarks run once each as tests (criterion's
+/// test mode), their own checks included.
 /// `--no-fail-fast` so one failure does not hide the others.
 fn tests(root: &Path, nats_server: &Result<PathBuf, String>) -> Outcome {
     let nats_server = match nats_server {
@@ -133,9 +135,15 @@ fn tests(root: &Path, nats_server: &Result<PathBuf, String>) -> Outcome {
         .status()
         .is_ok_and(|status| status.success());
     let args: &[&str] = if nextest {
-        &["nextest", "run", "--workspace", "--no-fail-fast"]
+        &[
+            "nextest",
+            "run",
+            "--workspace",
+            "--all-targets",
+            "--no-fail-fast",
+        ]
     } else {
-        &["test", "--workspace", "--no-fail-fast"]
+        &["test", "--workspace", "--all-targets", "--no-fail-fast"]
     };
     let mut command = cargo(root, args);
     command.env("NATS_SERVER_BIN", nats_server);

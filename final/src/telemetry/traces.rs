@@ -76,11 +76,21 @@ pub fn tracer_provider(service_name: &str) -> anyhow::Result<SdkTracerProvider> 
         .with_tonic()
         .build()?;
     // ANCHOR_END: exporter
-    let provider = SdkTracerProvider::builder()
+    Ok(batch_provider(service_name, ReportFailures::new(exporter)))
+}
+
+/// The tracer provider of the service named `service_name` whose spans go
+/// to `exporter` in batches: OTLP in [`tracer_provider`], a counter in the
+/// telemetry floor benchmark (`final/benches/telemetry_floor.rs`).
+pub fn batch_provider(
+    service_name: &str,
+    exporter: impl SpanExporter + 'static,
+) -> SdkTracerProvider {
+    SdkTracerProvider::builder()
         // A background thread sends the spans every 5 s, or as soon as 512
         // are waiting, from a queue of at most 2048: a span ended while the
         // queue is full is dropped, never waited for (OTEL_BSP_*).
-        .with_batch_exporter(ReportFailures::new(exporter))
+        .with_batch_exporter(exporter)
         .with_resource(resource(service_name))
         // ANCHOR: sampler
         // No sampler here: the SDK reads OTEL_TRACES_SAMPLER and
@@ -89,8 +99,7 @@ pub fn tracer_provider(service_name: &str) -> anyhow::Result<SdkTracerProvider> 
         // others; `parentbased_traceidratio` with 0.1 keeps one new trace
         // in ten, and still every trace a caller chose to keep.
         // ANCHOR_END: sampler
-        .build();
-    Ok(provider)
+        .build()
 }
 // ANCHOR_END: init
 
