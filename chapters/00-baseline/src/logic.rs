@@ -281,14 +281,19 @@ async fn record_dead_letters(
     jetstream: jetstream::Context,
     shutdown: CancellationToken,
 ) {
-    orders::dead_letters::follow(jetstream, shutdown, |dead| {
-        let store = store.clone();
-        async move {
-            store
-                .mark_dead_lettered(&dead.order.order_id, &dead.reason)
-                .await?;
-            Ok(())
-        }
-    })
+    orders::dead_letters::follow(
+        jetstream,
+        shutdown,
+        |dead| {
+            let store = store.clone();
+            async move {
+                store
+                    .mark_dead_lettered(&dead.order.order_id, &dead.reason)
+                    .await?;
+                Ok(())
+            }
+        },
+        |e| eprintln!("logic: dead letters: {e:#}; retrying"),
+    )
     .await
 }

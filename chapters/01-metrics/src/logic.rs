@@ -325,15 +325,20 @@ async fn record_dead_letters(
     jetstream: jetstream::Context,
     shutdown: CancellationToken,
 ) {
-    orders::dead_letters::follow(jetstream, shutdown, |dead| {
-        let (telemetry, store) = (telemetry.clone(), store.clone());
-        async move {
-            let order_id = dead.order.order_id;
-            telemetry
-                .db_query("update", store.mark_dead_lettered(&order_id, &dead.reason))
-                .await?;
-            Ok(())
-        }
-    })
+    orders::dead_letters::follow(
+        jetstream,
+        shutdown,
+        |dead| {
+            let (telemetry, store) = (telemetry.clone(), store.clone());
+            async move {
+                let order_id = dead.order.order_id;
+                telemetry
+                    .db_query("update", store.mark_dead_lettered(&order_id, &dead.reason))
+                    .await?;
+                Ok(())
+            }
+        },
+        |e| eprintln!("logic: dead letters: {e:#}; retrying"),
+    )
     .await
 }

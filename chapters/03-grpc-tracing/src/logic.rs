@@ -347,15 +347,24 @@ async fn record_dead_letters(
     jetstream: jetstream::Context,
     shutdown: CancellationToken,
 ) {
-    orders::dead_letters::follow(jetstream, shutdown, |dead| {
-        let (telemetry, store) = (telemetry.clone(), store.clone());
-        async move {
-            let order_id = dead.order.order_id;
-            telemetry
-                .db_query("update", store.mark_dead_lettered(&order_id, &dead.reason))
-                .await?;
-            Ok(())
-        }
-    })
+    orders::dead_letters::follow(
+        jetstream,
+        shutdown,
+        |dead| {
+            let (telemetry, store) = (telemetry.clone(), store.clone());
+            async move {
+                let order_id = dead.order.order_id;
+                telemetry
+                    .db_query("update", store.mark_dead_lettered(&order_id, &dead.reason))
+                    .await?;
+                Ok(())
+            }
+        },
+        |e| {
+            tracing::info_span!("dead letters").in_scope(|| {
+                tracing::warn!(error = %format!("{e:#}"), "dead letters failed, retrying");
+            });
+        },
+    )
     .await
 }

@@ -100,9 +100,15 @@ pub struct DeadLetter {
 /// logic's side: reads the dead-letter stream with the durable consumer
 /// [`RECORDER`] and calls `record` for each dead letter, acking it once
 /// `record` succeeded (a failure leaves it to be delivered again). Runs
-/// until `shutdown`; binds again whenever the message stream ends.
-pub async fn follow<F, Fut>(js: jetstream::Context, shutdown: CancellationToken, record: F)
-where
+/// until `shutdown`; binds again whenever the message stream ends. Every
+/// failure, to bind or to record, goes to `report`, which writes it the
+/// chapter's way (stderr before the logs chapter, a log line from it on).
+pub async fn follow<F, Fut>(
+    js: jetstream::Context,
+    shutdown: CancellationToken,
+    record: F,
+    report: impl Fn(anyhow::Error),
+) where
     F: Fn(DeadLetter) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
@@ -120,14 +126,20 @@ where
                         let _ = message.ack_with(AckKind::Term).await;
                         continue;
                     };
+                    let order_id = order.order_id.clone();
                     let reason = header(&message.headers, REASON_HEADER).unwrap_or_default();
                     match record(DeadLetter { order, reason }).await {
                         Ok(()) => drop(message.ack().await),
-                        Err(_) => drop(message.ack_with(AckKind::Nak(None)).await),
+                        Err(e) => {
+                            report(
+                                e.context(format!("recording the dead letter of order {order_id}")),
+                            );
+                            drop(message.ack_with(AckKind::Nak(None)).await);
+                        }
                     }
                 }
             }
-            Err(e) => eprintln!("logic: following the dead letters failed, retrying: {e}"),
+            Err(e) => report(e.context("binding the dead letters' consumer")),
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -237,6 +249,66 @@ mod tests {
         assert!(!is_last_delivery(1));
         assert!(!is_last_delivery(MAX_DELIVER - 1));
         assert!(is_last_delivery(MAX_DELIVER));
+    }
+
+    /// A dead letter logic fails to record is reported, not dropped in
+    /// silence, and recorded when it comes again. Needs `nats-server`.
+    #[tokio::test]
+    async fn a_dead_letter_that_fails_to_record_is_reported_and_recorded_again() {
+        use std::sync::{Arc, Mutex};
+
+        let dir = tempfile::tempdir().unwrap();
+        let server = crate::nats_server::NatsServer::start(dir.path())
+            .await
+            .unwrap();
+        let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        ensure_stream(&js).await.unwrap();
+        let order = OrderCreated {
+            order_id: "order-1".to_owned(),
+            user_id: "1001".to_owned(),
+            product_id: "A001".to_owned(),
+            quantity: 1,
+            created_at_unix_ms: 0,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(REASON_HEADER, "callback refused");
+        let payload = serde_json::to_vec(&order).unwrap();
+        js.publish_with_headers(SUBJECT, headers, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let reported = Arc::new(Mutex::new(Vec::new()));
+        let shutdown = CancellationToken::new();
+        let following = follow(
+            js.clone(),
+            shutdown.clone(),
+            |dead| {
+                let (attempts, shutdown) = (attempts.clone(), shutdown.clone());
+                async move {
+                    let mut attempts = attempts.lock().unwrap();
+                    attempts.push((dead.order.order_id, dead.reason));
+                    if attempts.len() == 1 {
+                        anyhow::bail!("the database is locked");
+                    }
+                    shutdown.cancel();
+                    Ok(())
+                }
+            },
+            |e| reported.lock().unwrap().push(format!("{e:#}")),
+        );
+        tokio::time::timeout(Duration::from_secs(30), following)
+            .await
+            .expect("the dead letter recorded on its second delivery");
+
+        let attempt = ("order-1".to_owned(), "callback refused".to_owned());
+        assert_eq!(*attempts.lock().unwrap(), vec![attempt.clone(), attempt]);
+        assert_eq!(
+            *reported.lock().unwrap(),
+            vec!["recording the dead letter of order order-1: the database is locked"]
+        );
     }
 
     #[test]
