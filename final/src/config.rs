@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use orders::Topology;
 use orders::topology::Service;
 
+use crate::faults::{self, Fault};
 use crate::telemetry::{DEFAULT_FILTER, TraceRelation};
 
 /// What `--help` says after the flags: the variables read by the
@@ -234,6 +235,41 @@ pub struct Config {
     )]
     pub shutdown_delay_ms: u64,
     // ANCHOR_END: shutdown_flags
+    /// Faults to switch on from the start, for the book's incidents:
+    /// `name=value,...`, such as `slow_writes=200,error_burst=0.3`; each
+    /// service takes its own. Off by default. At run time:
+    /// `PUT /admin/faults/{name}` on the service's admin port. Faults:
+    /// slow_writes, error_burst, lost_context (logic), cpu_hog (task),
+    /// memory_leak, failing_callbacks (gateway).
+    #[arg(
+        long,
+        env = "FAULTS",
+        default_value = "",
+        value_parser = FaultSettings::parse,
+        help_heading = "Incidents"
+    )]
+    pub faults: FaultSettings,
+}
+
+/// The faults `--faults` switches on, each with its setting.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FaultSettings(pub Vec<(Fault, f64)>);
+
+impl FaultSettings {
+    fn parse(list: &str) -> Result<Self, faults::FaultError> {
+        faults::parse_list(list).map(FaultSettings)
+    }
+}
+
+impl std::fmt::Display for FaultSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let entries: Vec<String> = self
+            .0
+            .iter()
+            .map(|(fault, value)| format!("{}={value}", fault.name()))
+            .collect();
+        f.write_str(&entries.join(","))
+    }
 }
 
 impl Config {
@@ -280,6 +316,7 @@ impl Config {
             ("RUST_LOG", self.log_filter.clone()),
             ("SHUTDOWN_TIMEOUT_MS", self.shutdown_timeout_ms.to_string()),
             ("SHUTDOWN_DELAY_MS", self.shutdown_delay_ms.to_string()),
+            ("FAULTS", self.faults.to_string()),
         ]
     }
 }
@@ -329,6 +366,16 @@ mod tests {
     }
 
     #[test]
+    fn faults_are_off_by_default_and_a_bad_list_is_refused() {
+        let cli = Cli::try_parse_from(["final", "logic"]).unwrap();
+        assert_eq!(cli.into_command().config().faults, FaultSettings::default());
+        for bad in ["nope=1", "error_burst=2", "slow_writes"] {
+            let refused = Cli::try_parse_from(["final", "logic", "--faults", bad]);
+            assert!(refused.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn a_concurrency_of_zero_is_refused() {
         assert!(Cli::try_parse_from(["final", "task", "--task-concurrency=0"]).is_err());
     }
@@ -342,6 +389,7 @@ mod tests {
             "--trace-relation=link",
             "--task-concurrency=5",
             "--shutdown-delay-ms=7",
+            "--faults=slow_writes=200, cpu_hog=0.5",
         ])
         .unwrap();
         let config = cli.into_command().config().clone();
@@ -360,6 +408,10 @@ mod tests {
         assert_eq!(parsed.trace_relation, TraceRelation::Link);
         assert_eq!(parsed.task_concurrency, 5);
         assert_eq!(parsed.shutdown_delay_ms, 7);
+        assert_eq!(
+            parsed.faults.0,
+            vec![(Fault::SlowWrites, 200.0), (Fault::CpuHog, 0.5)]
+        );
         assert_eq!(parsed.log_filter, config.log_filter);
     }
 }

@@ -20,11 +20,13 @@ use orders::deadline;
 use orders::pb::gateway_callback_server::{GatewayCallback, GatewayCallbackServer};
 use orders::pb::order_service_client::OrderServiceClient;
 use orders::pb::{self, Outcome};
+use orders::topology::Service;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tonic::transport::Endpoint;
 
 use crate::config::Config;
+use crate::faults::Faults;
 use crate::server::{self, Admin};
 use crate::shutdown::Shutdown;
 use crate::telemetry::{self, Telemetry};
@@ -44,11 +46,13 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: Shutdown) -> an
     let channel = Endpoint::from_shared(topology.logic_url())?
         .connect_timeout(logic_timeout.min(Duration::from_millis(500)))
         .connect_lazy();
+    let faults = Faults::new(Service::Gateway, &config.faults.0, telemetry.clone());
     let state = AppState {
         logic: OrderServiceClient::with_interceptor(channel, telemetry::InjectContext),
         logic_timeout,
         api_token: Arc::from(config.api_token),
         telemetry: telemetry.clone(),
+        faults: faults.clone(),
     };
 
     let callback = tonic::transport::Server::builder()
@@ -59,8 +63,9 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: Shutdown) -> an
             server::grpc_incoming(callback_listener),
             shutdown.stopping(),
         );
-    let admin =
-        health::admin_router(&shutdown, || async { Ok(()) }).merge(telemetry.admin_routes());
+    let admin = health::admin_router(&shutdown, || async { Ok(()) })
+        .merge(telemetry.admin_routes())
+        .merge(faults.admin_routes());
     let admin = Admin::spawn(admin_listener, admin);
 
     tracing::info_span!("startup").in_scope(|| {
@@ -92,6 +97,8 @@ struct AppState {
     logic_timeout: Duration,
     api_token: Arc<str>,
     telemetry: Telemetry,
+    /// Off unless switched on: `memory_leak`, `failing_callbacks`.
+    faults: Faults,
 }
 
 // ANCHOR: router
@@ -184,6 +191,7 @@ async fn create_order(
     )
     .await?;
     tracing::info!(order_id = %created.order_id, "order accepted");
+    state.faults.leak();
 
     let location = format!("/orders/{}", created.order_id);
     let body = Created {
@@ -281,6 +289,12 @@ impl GatewayCallback for CallbackServer {
             }
             outcome => outcome,
         };
+        if self.0.faults.callback_fails(&request.order_id) {
+            tracing::warn!(order_id = %request.order_id, "result refused: fault failing_callbacks");
+            return Err(tonic::Status::unavailable(
+                "result refused (fault failing_callbacks)",
+            ));
+        }
         // Stored with the order, in logic; logic keeps the first result.
         let result = pb::RecordResultRequest {
             order_id: request.order_id.clone(),

@@ -19,6 +19,7 @@
 //! `reprocess-dead-letters` puts the orders task gave up on back in line.
 
 pub mod config;
+pub mod faults;
 pub mod gateway;
 mod health;
 pub mod logic;

@@ -12,12 +12,14 @@ use orders::pb;
 use orders::pb::order_service_server::{OrderService, OrderServiceServer};
 use orders::queue::ORDERS_CREATED;
 use orders::store::{Inserted, NewRow, Store, Unpublished};
+use orders::topology::Service;
 use orders::{NewOrder, Order};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::config::Config;
+use crate::faults::Faults;
 use crate::health;
 use crate::server::{self, Admin};
 use crate::shutdown::Shutdown;
@@ -36,6 +38,7 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: Shutdown) -> an
         .retry_on_initial_connect()
         .connect(topology.nats_url())
         .await?;
+    let faults = Faults::new(Service::Logic, &config.faults.0, telemetry.clone());
     let jetstream = jetstream::ContextBuilder::new()
         .timeout(config.publish_timeout())
         .build(nats.clone());
@@ -78,7 +81,8 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: Shutdown) -> an
             }
         }
     })
-    .merge(telemetry.admin_routes());
+    .merge(telemetry.admin_routes())
+    .merge(faults.admin_routes());
     let admin = Admin::spawn(admin_listener, admin);
     let grpc = tonic::transport::Server::builder()
         .trace_fn(telemetry::grpc_server_span)
@@ -87,6 +91,7 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: Shutdown) -> an
             store,
             jetstream,
             telemetry,
+            faults,
         }))
         .serve_with_incoming_shutdown(server::grpc_incoming(grpc_listener), shutdown.stopping());
 
@@ -117,6 +122,8 @@ struct OrderApi {
     store: Store,
     jetstream: jetstream::Context,
     telemetry: Telemetry,
+    /// Off unless switched on: `slow_writes`, `error_burst`, `lost_context`.
+    faults: Faults,
 }
 
 #[tonic::async_trait]
@@ -135,6 +142,10 @@ impl OrderService for OrderApi {
             request.quantity.into(),
         )
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if self.faults.burst_error() {
+            tracing::warn!("order refused: fault error_burst");
+            return Err(Status::unavailable("order refused (fault error_burst)"));
+        }
         let key = request.idempotency_key.as_deref();
         if let Some(key) = key {
             orders::domain::validate_id("idempotency_key", key)
@@ -151,7 +162,11 @@ impl OrderService for OrderApi {
 
         let stored = self
             .telemetry
-            .db_query("insert", self.store.insert(&order, row, deadline))
+            .db_query("insert", async {
+                // Waits first under the fault `slow_writes`, as a disk would.
+                self.faults.slow_write().await;
+                self.store.insert(&order, row, deadline).await
+            })
             .await;
         match stored {
             Ok(Inserted::New) => {}
@@ -182,7 +197,10 @@ impl OrderService for OrderApi {
         // Stored is accepted: if the publish fails, the outbox sweep retries.
         match self
             .telemetry
-            .mq_publish(ORDERS_CREATED, publish(&self.jetstream, &order))
+            .mq_publish(
+                ORDERS_CREATED,
+                publish(&self.jetstream, &order, !self.faults.context_lost()),
+            )
             .await
         {
             Ok(()) => {
@@ -262,13 +280,22 @@ impl OrderService for OrderApi {
 // ANCHOR: publish
 /// Publishes an order on `orders.created` and waits for JetStream's ack.
 /// The order id is the message id, so JetStream drops a republished copy.
-async fn publish(jetstream: &jetstream::Context, order: &Order) -> anyhow::Result<()> {
+/// `with_context` is false only under the fault `lost_context`.
+async fn publish(
+    jetstream: &jetstream::Context,
+    order: &Order,
+    with_context: bool,
+) -> anyhow::Result<()> {
     let payload = serde_json::to_vec(order)?;
+    let headers = match with_context {
+        true => telemetry::message_headers(&order.order_id),
+        false => async_nats::HeaderMap::new(),
+    };
     let message = PublishMessage::build()
         .payload(payload.into())
         // The trace context, in the headers (before the id:
         // `headers` replaces every header set so far).
-        .headers(telemetry::message_headers(&order.order_id))
+        .headers(headers)
         .message_id(&order.order_id);
     jetstream
         .send_publish(ORDERS_CREATED, message)
@@ -335,7 +362,7 @@ async fn sweep_outbox(
             let span = tracing::info_span!("outbox republish", order_id = %order.order_id);
             telemetry::continue_stored_trace(&span, trace_context.as_deref());
             if telemetry
-                .mq_publish(ORDERS_CREATED, publish(&jetstream, &order))
+                .mq_publish(ORDERS_CREATED, publish(&jetstream, &order, true))
                 .instrument(span.clone())
                 .await
                 .is_err()

@@ -14,11 +14,13 @@ use futures::StreamExt;
 use orders::fulfilment::{Fulfilment, plan_packing};
 use orders::pb::gateway_callback_client::GatewayCallbackClient;
 use orders::pb::{self, Outcome};
+use orders::topology::Service;
 use orders::{OrderCreated, dead_letters, queue};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 use crate::config::Config;
+use crate::faults::Faults;
 use crate::health;
 use crate::server::{self, Admin};
 use crate::shutdown::{self, Shutdown};
@@ -37,6 +39,7 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: Shutdown) -> an
         .connect_timeout(Duration::from_millis(500))
         .connect_lazy();
     let gateway = GatewayCallbackClient::with_interceptor(channel, telemetry::InjectContext);
+    let faults = Faults::new(Service::Task, &config.faults.0, telemetry.clone());
 
     let consuming = Arc::new(AtomicBool::new(false));
     let admin = health::admin_router(&shutdown, {
@@ -54,7 +57,8 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: Shutdown) -> an
             }
         }
     })
-    .merge(telemetry.admin_routes());
+    .merge(telemetry.admin_routes())
+    .merge(faults.admin_routes());
     let admin = Admin::spawn(admin_listener, admin);
 
     tracing::info_span!("startup").in_scope(|| {
@@ -73,6 +77,7 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: Shutdown) -> an
             telemetry,
             jetstream,
             gateway,
+            faults,
             &config,
             consuming,
             shutdown.stopping_token(),
@@ -90,6 +95,7 @@ async fn consume(
     telemetry: Telemetry,
     jetstream: jetstream::Context,
     gateway: GatewayCallbackClient<telemetry::TracedChannel>,
+    faults: Faults,
     config: &Config,
     consuming: Arc<AtomicBool>,
     shutdown: CancellationToken,
@@ -109,6 +115,7 @@ async fn consume(
                     .take_until(shutdown.cancelled())
                     .for_each_concurrent(concurrency, |message| {
                         let (telemetry, gateway) = (telemetry.clone(), gateway.clone());
+                        let faults = faults.clone();
                         async move {
                             match message {
                                 Ok(message) => {
@@ -120,6 +127,7 @@ async fn consume(
                                                 telemetry.clone(),
                                                 gateway,
                                                 callback_timeout,
+                                                faults,
                                             )
                                         })
                                         .await
@@ -150,6 +158,7 @@ async fn handle(
     telemetry: Telemetry,
     mut gateway: GatewayCallbackClient<telemetry::TracedChannel>,
     callback_timeout: Duration,
+    faults: Faults,
 ) {
     let delivery = message.info().map(|info| info.delivered).unwrap_or(1);
     let order: OrderCreated = match serde_json::from_slice(&message.payload) {
@@ -164,8 +173,13 @@ async fn handle(
     };
     tracing::Span::current().record("order_id", order.order_id.as_str());
 
+    // Once, or many times over for a product the fault `cpu_hog` chose.
+    let rounds = faults.packing_rounds(&order.product_id);
     let fulfilment = tokio::task::spawn_blocking(move || {
-        let fulfilment = plan_packing(&order);
+        let mut fulfilment = plan_packing(&order);
+        for _ in 1..rounds {
+            fulfilment = plan_packing(std::hint::black_box(&order));
+        }
         (order, fulfilment)
     })
     .await;

@@ -390,6 +390,18 @@ impl MessageHandling {
 
 // ANCHOR: business
 impl Telemetry {
+    /// A fault of this service was set to `value`, 0 when off
+    /// (`crate::faults`): the gauge `fault_setting{fault}`.
+    pub fn fault_set(&self, fault: &str, value: f64) {
+        self.metrics.fault_set(fault, value);
+    }
+
+    /// The faults now on, `name=value,...` (empty when none), written on
+    /// every span from now on as `app.faults.active`.
+    pub fn faults_active(&self, active: &str) {
+        traces::set_active_faults(active);
+    }
+
     /// logic stored an order.
     pub fn order_created(&self) {
         self.metrics.order_created();

@@ -27,7 +27,9 @@ use orders::pb::Outcome;
 use orders::queue;
 use orders::topology::Service;
 use prometheus::core::Collector;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 use super::names::code_name;
 
@@ -59,6 +61,7 @@ pub struct Metrics {
     orders_created: IntCounterVec,
     orders_completed: IntCounterVec,
     order_completion: HistogramVec,
+    fault_setting: GaugeVec,
 }
 
 impl Metrics {
@@ -176,6 +179,16 @@ impl Metrics {
                 "Time from logic storing an order to its first result reaching a gateway.",
                 &[],
                 COMPLETION_BUCKETS,
+            )?,
+            fault_setting: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "fault_setting",
+                        "The setting of each fault of this service, 0 when off (final's incidents).",
+                    ),
+                    &["fault"],
+                )?,
             )?,
             registry,
         };
@@ -318,6 +331,11 @@ impl Metrics {
         self.http_duration
             .with_label_values(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// A fault of this service was set to `value` (0: off).
+    pub fn fault_set(&self, fault: &str, value: f64) {
+        self.fault_setting.with_label_values(&[fault]).set(value);
     }
 
     /// One gRPC call this server answered with `code`.

@@ -29,6 +29,7 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ use opentelemetry::{Key, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::resource::{EnvResourceDetector, ResourceDetector};
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
 use opentelemetry_semantic_conventions::attribute as semconv;
 use orders::Topology;
 use orders::topology::Service;
@@ -90,6 +91,7 @@ pub fn batch_provider(
         // A background thread sends the spans every 5 s, or as soon as 512
         // are waiting, from a queue of at most 2048: a span ended while the
         // queue is full is dropped, never waited for (OTEL_BSP_*).
+        .with_span_processor(MarkFaults)
         .with_batch_exporter(exporter)
         .with_resource(resource(service_name))
         // ANCHOR: sampler
@@ -102,6 +104,52 @@ pub fn batch_provider(
         .build()
 }
 // ANCHOR_END: init
+
+/// The span attribute that names the faults switched on in the process
+/// (`slow_writes=200,error_burst=0.3`) when a span ends: `crate::faults`.
+/// Not a semantic convention: `app.` is the prefix the OpenTelemetry demo
+/// gives its own attributes.
+pub const FAULTS_ACTIVE: &str = "app.faults.active";
+
+/// The faults switched on in this process, as [`FAULTS_ACTIVE`] gives
+/// them; empty when none. One per process, as the tracer provider is.
+static ACTIVE_FAULTS: RwLock<String> = RwLock::new(String::new());
+
+/// Marks every span from now on with `active`, the faults switched on
+/// (`name=value,...`), or with nothing when it is empty.
+pub fn set_active_faults(active: &str) {
+    let mut current = ACTIVE_FAULTS.write().unwrap_or_else(|e| e.into_inner());
+    active.clone_into(&mut current);
+}
+
+/// A span processor that writes [`FAULTS_ACTIVE`] on each span while a
+/// fault is on, so that no evidence of a staged incident can pass for a
+/// real one. It runs as each OpenTelemetry span is started, which
+/// tracing-opentelemetry does when the `tracing` span closes.
+#[derive(Debug)]
+struct MarkFaults;
+
+impl SpanProcessor for MarkFaults {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, _: &opentelemetry::Context) {
+        let active = ACTIVE_FAULTS.read().unwrap_or_else(|e| e.into_inner());
+        if !active.is_empty() {
+            opentelemetry::trace::Span::set_attribute(
+                span,
+                KeyValue::new(FAULTS_ACTIVE, active.clone()),
+            );
+        }
+    }
+
+    fn on_end(&self, _: SpanData) {}
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
 
 // ANCHOR: resource
 /// The name of `service` in every pillar, resolved once, as the

@@ -4,6 +4,7 @@
 //! configuration against the running system. Everything else `final` shows
 //! is chapter 05's, checked by chapter 05's contracts and snapshots.
 
+mod incidents;
 mod shutdown;
 
 use std::process::Command;
@@ -15,6 +16,15 @@ use serde_json::Value;
 use crate::stack::{loki_trace_id_regex, metrics_used_by_config, missing_metrics, repo_root};
 use crate::{DEADLINE, Service, Subject, System, order_body, wait_for};
 
+pub use incidents::{
+    a_cpu_hog_slows_the_packing_until_switched_off,
+    a_lost_context_splits_the_trace_until_switched_off,
+    a_memory_leak_grows_the_gateway_until_switched_off,
+    an_error_burst_refuses_orders_until_switched_off,
+    failing_callbacks_redeliver_until_switched_off,
+    faults_switch_on_the_admin_port_only_and_refuse_bad_input,
+    slow_writes_show_in_the_insert_span_until_switched_off,
+};
 pub use shutdown::{
     sigterm_on_logic_under_load_loses_no_accepted_order,
     sigterm_on_task_finishes_the_messages_in_hand_and_loses_none,
@@ -58,6 +68,8 @@ const DOCUMENTED: &[&str] = &[
     "TRACE_RELATION",
     "--shutdown-timeout-ms",
     "SHUTDOWN_TIMEOUT_MS",
+    "--faults",
+    "FAULTS",
     "--shutdown-delay-ms",
     "SHUTDOWN_DELAY_MS",
     // The topology.

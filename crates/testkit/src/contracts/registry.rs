@@ -536,6 +536,55 @@ define_promises! { $
                 diagnosis: "the compose file points at another Dockerfile, or it moved",
                 section: "final.md#the-dockerfile",
             }
+            faults_switch_on_the_admin_port_only_and_refuse_bad_input {
+                claim: "every fault is off at start, listed on its service's admin port and in \
+                    fault_setting; a bad switch gets 400 and a JSON error and changes nothing; \
+                    the public port has no such route",
+                diagnosis: "the fault routes merged into the public router, a value taken \
+                    without its range checked, or a refused switch applied in part",
+                section: "final.md#faults-for-the-incidents",
+            }
+            an_error_burst_refuses_orders_until_switched_off {
+                claim: "error_burst makes logic refuse orders (503 to the client), says so in a \
+                    warning line, the gauge and the spans; off, orders are created again",
+                diagnosis: "the fault checked after the order is stored, or its switch not \
+                    reported in every pillar",
+                section: "final.md#faults-for-the-incidents",
+            }
+            slow_writes_show_in_the_insert_span_until_switched_off {
+                claim: "slow_writes adds its delay inside the INSERT span, marked with the \
+                    fault; off, inserts are quick again",
+                diagnosis: "the delay added outside the query's span, so the trace blames the \
+                    wrong step",
+                section: "final.md#faults-for-the-incidents",
+            }
+            failing_callbacks_redeliver_until_switched_off {
+                claim: "failing_callbacks makes the gateway refuse results: task counts \
+                    redeliveries, the order stays created; off, the next delivery completes it",
+                diagnosis: "the refusal chosen per call rather than per order, or answered with \
+                    a code task does not retry",
+                section: "final.md#faults-for-the-incidents",
+            }
+            a_lost_context_splits_the_trace_until_switched_off {
+                claim: "lost_context makes task's handling a trace of its own, with no link; \
+                    off, an order is one trace again",
+                diagnosis: "the context still injected somewhere else, or task not starting a \
+                    root span when a message has none",
+                section: "final.md#faults-for-the-incidents",
+            }
+            a_memory_leak_grows_the_gateway_until_switched_off {
+                claim: "memory_leak grows the gateway's resident memory with each order; off, \
+                    it stops growing",
+                diagnosis: "the leaked memory never touched (so never resident), or kept after \
+                    the fault is off",
+                section: "final.md#faults-for-the-incidents",
+            }
+            a_cpu_hog_slows_the_packing_until_switched_off {
+                claim: "cpu_hog makes task's packing many times slower, in the handle span, \
+                    marked with the fault; off, it is quick again",
+                diagnosis: "the extra work optimised away, or done outside the handling's span",
+                section: "final.md#faults-for-the-incidents",
+            }
         }
     }
 }
