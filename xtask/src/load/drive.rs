@@ -10,14 +10,15 @@
 //! the requests scheduled during it still leave on time (or late, and the
 //! lateness counts), and each waits as long as a real user would have.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::schedule::Schedule;
@@ -103,6 +104,12 @@ impl Counts {
 /// counts as [`DROPPED`]. `on_tick` sees each tick as it closes. Returns
 /// once the schedule has ended (or `stop` was set) and every request sent
 /// has been answered.
+///
+/// The requests in flight are futures polled by this one, not tasks of
+/// their own: on the generator's single thread that saves a task, its
+/// join handle and its wake-ups per request, and the counts need no lock.
+/// While it waits for the next instant it takes in the answers, so each
+/// latency is read as its answer arrives.
 pub async fn drive<S, F>(
     schedule: &Schedule,
     max_in_flight: usize,
@@ -112,9 +119,9 @@ pub async fn drive<S, F>(
 ) -> Outcome
 where
     S: Fn(u64) -> F,
-    F: Future<Output = Result<(), String>> + Send + 'static,
+    F: Future<Output = Result<(), String>>,
 {
-    let counts = Arc::new(Mutex::new(Counts {
+    let counts = RefCell::new(Counts {
         sent: 0,
         ok: 0,
         errors: BTreeMap::new(),
@@ -124,16 +131,16 @@ where
         window_sent: 0,
         window_ok: 0,
         window_errors: 0,
-    }));
+    });
     let start = Instant::now();
     let mut timeline = Vec::new();
     let mut next_tick = start + TICK;
-    let mut in_flight: JoinSet<()> = JoinSet::new();
+    let mut in_flight = FuturesUnordered::new();
     let mut planned = 0;
 
     let close_tick = |timeline: &mut Vec<Tick>, at: Instant, in_flight: usize| {
         let seconds = at.duration_since(start).as_secs_f64();
-        let mut c = counts.lock().unwrap();
+        let mut c = counts.borrow_mut();
         let tick = Tick {
             at: seconds,
             target_rate: schedule.rate_at(seconds - TICK.as_secs_f64()),
@@ -153,35 +160,32 @@ where
     for (i, offset) in schedule.send_times().enumerate() {
         let due = start + Duration::from_secs_f64(offset);
         while next_tick <= due && !stop.load(Ordering::Relaxed) {
-            tokio::time::sleep_until(next_tick).await;
-            while in_flight.try_join_next().is_some() {}
+            answer_until(&mut in_flight, next_tick).await;
             close_tick(&mut timeline, next_tick, in_flight.len());
             on_tick(timeline.last().expect("just pushed"));
             next_tick += TICK;
         }
-        tokio::time::sleep_until(due).await;
+        answer_until(&mut in_flight, due).await;
         if stop.load(Ordering::Relaxed) {
             break;
         }
         planned += 1;
-        while in_flight.try_join_next().is_some() {}
         if in_flight.len() >= max_in_flight {
-            let mut c = counts.lock().unwrap();
-            c.error(DROPPED);
+            counts.borrow_mut().error(DROPPED);
             continue;
         }
         {
-            let mut c = counts.lock().unwrap();
+            let mut c = counts.borrow_mut();
             c.sent += 1;
             c.window_sent += 1;
         }
         let request = send(i as u64);
-        let counts = counts.clone();
-        in_flight.spawn(async move {
+        let counts = &counts;
+        in_flight.push(async move {
             let result = request.await;
             // From when it should have left, not from when it did.
             let latency = Instant::now().duration_since(due);
-            let mut c = counts.lock().unwrap();
+            let mut c = counts.borrow_mut();
             record(&mut c.latency, latency);
             record(&mut c.window, latency);
             match result {
@@ -200,25 +204,30 @@ where
     } else {
         start + schedule.duration()
     };
-    loop {
-        tokio::select! {
-            joined = in_flight.join_next() => {
-                if joined.is_none() {
+    while !in_flight.is_empty() {
+        let tick = tokio::time::sleep_until(next_tick);
+        tokio::pin!(tick);
+        loop {
+            tokio::select! {
+                answered = in_flight.next() => {
+                    if answered.is_none() {
+                        break;
+                    }
+                }
+                () = &mut tick => {
+                    close_tick(&mut timeline, next_tick, in_flight.len());
+                    on_tick(timeline.last().expect("just pushed"));
+                    next_tick += TICK;
                     break;
                 }
             }
-            () = tokio::time::sleep_until(next_tick) => {
-                while in_flight.try_join_next().is_some() {}
-                close_tick(&mut timeline, next_tick, in_flight.len());
-                on_tick(timeline.last().expect("just pushed"));
-                next_tick += TICK;
-            }
         }
     }
+    drop(in_flight);
     let finished = Instant::now().max(end);
     // The last partial tick, so the timeline accounts for every request.
     let unreported = {
-        let c = counts.lock().unwrap();
+        let c = counts.borrow();
         c.window_sent + c.window_ok + c.window_errors > 0
     };
     if unreported || timeline.is_empty() {
@@ -226,20 +235,39 @@ where
         on_tick(timeline.last().expect("just pushed"));
     }
 
-    let c = counts.lock().unwrap();
+    let c = counts.into_inner();
     Outcome {
         planned,
         sent: c.sent,
         ok: c.ok,
-        errors: c.errors.clone(),
-        latency: c.latency.clone(),
+        errors: c.errors,
+        latency: c.latency,
         timeline,
         elapsed: finished.duration_since(start),
     }
 }
 
+/// Waits until `deadline`, taking in the answers of the requests in flight
+/// meanwhile (first, so none waits behind the schedule to be counted).
+async fn answer_until<F: Future<Output = ()>>(
+    in_flight: &mut FuturesUnordered<F>,
+    deadline: Instant,
+) {
+    let sleep = tokio::time::sleep_until(deadline);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            () = &mut sleep => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
 
     /// Under tokio's paused clock, time moves only when every task waits,
