@@ -15,6 +15,8 @@
 //!   memory per order, latency, and the highest rate each sustains.
 //! - `cargo xtask book-assets` draws the book's pictures into
 //!   `book/assets/`.
+//! - `cargo xtask incident NAME` stages an incident in `final` (a fault
+//!   switched on under load) and shows what each pillar says of it.
 //!
 //! Both install what they need (`nats-server`, `mdbook`) into the
 //! git-ignored `.tools/` directory when it is not already on the machine,
@@ -26,6 +28,7 @@ mod browser;
 mod check;
 mod demo;
 mod diffs;
+mod incident;
 mod launch;
 mod learn;
 #[cfg(test)]
@@ -68,6 +71,9 @@ enum Command {
     Bench(bench::Args),
     /// Draw the book's pictures into book/assets/.
     BookAssets(assets::Args),
+    /// Stage an incident in final (a fault switched on under load) and show
+    /// what each pillar says of it; --list names them.
+    Incident(incident::Args),
 }
 
 fn main() -> ExitCode {
@@ -113,6 +119,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::rerun_in_release(&root)
             .unwrap_or_else(|| block_on("bench", bench::run(&root, &args))),
         Command::BookAssets(args) => block_on("book-assets", assets::run(&root, &args)),
+        Command::Incident(args) => block_on("incident", incident::run(&root, &args)),
     }
 }
 

@@ -144,7 +144,7 @@ fn log_line(fields: &serde_json::Map<String, Value>, out: &mut String) {
 /// Appends `line`, broken at spaces into lines of at most [`WIDTH`]
 /// characters where it can be (a single word longer than that stays whole),
 /// continued four columns right of the line's own indent.
-fn wrap(line: &str, out: &mut String) {
+pub(crate) fn wrap(line: &str, out: &mut String) {
     wrap_with(line, 4, out);
 }
 

@@ -246,6 +246,44 @@ pub fn top_functions(body: &[u8], count: usize) -> anyhow::Result<Shares> {
     Ok(top)
 }
 
+/// The `count` places that allocated the most of what a heap profile
+/// (jemalloc's, gzipped or not) says is in use, most first: each sample's
+/// bytes go to its first frame outside the allocator, the profiler and the
+/// standard library's allocating helpers (`Vec`, `Box`), so the list names
+/// the code that asked for the memory, which `go tool pprof -top` leaves
+/// to the reader (its flat column is all allocator).
+pub fn top_allocation_sites(body: &[u8], count: usize) -> anyhow::Result<Shares> {
+    let (stacks, total) = stacks(body)?;
+    let mut top = flat_and_cumulative(&stacks, total, |frame| {
+        (frame.to_owned(), !is_allocation_machinery(frame))
+    });
+    top.retain(|(_, flat, _)| *flat > 0.0);
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    top.truncate(count);
+    Ok(top)
+}
+
+/// Is `frame` the allocator's, the profiler's, or a standard library
+/// helper that allocates for its caller?
+fn is_allocation_machinery(frame: &str) -> bool {
+    // jemalloc's and libc's own symbols, the Rust allocator shims, and
+    // frames the symbolizer could not name (`[orders-final]`).
+    let native = [
+        "prof_", "je_", "_rjem_", "imalloc", "malloc", "calloc", "realloc", "__rust", "[",
+    ];
+    if native.iter().any(|prefix| frame.starts_with(prefix)) {
+        return true;
+    }
+    let helpers = [
+        "alloc::",
+        "core::",
+        "std::",
+        "tikv_jemalloc",
+        "jemalloc_pprof",
+    ];
+    helpers.iter().any(|path| frame.contains(path))
+}
+
 /// Flat and cumulative shares per key, unsorted. `key` maps a frame to its
 /// key and whether that frame may be the leaf: flat goes to the first
 /// frame of a stack that may, cumulative once to every key on the stack.
@@ -288,6 +326,31 @@ fn flat_and_cumulative(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_allocation_is_charged_to_the_code_that_asked_for_it() {
+        for machinery in [
+            "prof_backtrace_impl",
+            "_rjem_je_malloc_default",
+            "__rust_alloc",
+            "alloc::raw_vec::RawVec<T,A>::allocate_in",
+            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
+            "core::ops::function::FnOnce::call_once",
+            "__rustc::__rust_alloc",
+            "malloc",
+            "[orders-final]",
+        ] {
+            assert!(is_allocation_machinery(machinery), "{machinery}");
+        }
+        for site in [
+            "orders_final::faults::Faults::leak",
+            "leak",
+            "<hyper::proto::h1::conn::Conn<I,B,T>>::poll_read",
+            "tokio::runtime::task::raw::poll",
+        ] {
+            assert!(!is_allocation_machinery(site), "{site}");
+        }
+    }
 
     #[test]
     fn crates_come_from_the_leading_path() {

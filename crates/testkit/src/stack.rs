@@ -1531,11 +1531,11 @@ mod tests {
 
     // ----------------------------------------------------------- metrics
 
-    /// The metric families of the services, from the end-to-end snapshots:
-    /// stored once, in chapter 01's, and checked against every later
-    /// chapter and `final` (`contracts::metrics`).
+    /// The metric families of the services the stack runs, `final`'s, from
+    /// its end-to-end snapshots (`contracts::metrics`): chapter 01's, which
+    /// every later chapter keeps, and the gauge of final's faults.
     fn snapshot_families() -> BTreeMap<String, String> {
-        let dir = crate::subject::chapter_dir(1).join("tests/e2e/snapshots");
+        let dir = root().join("final/tests/e2e/snapshots");
         let mut families = BTreeMap::new();
         for path in files_ending(&dir, "_families.snap").unwrap() {
             let text = fs::read_to_string(&path).unwrap();
@@ -1866,12 +1866,11 @@ mod tests {
         );
     }
 
-    /// A service's metric families from its end-to-end snapshot (chapter
-    /// 01's, the same in every later chapter and `final`): name -> (type,
-    /// label names).
+    /// A service's metric families from `final`'s end-to-end snapshot (the
+    /// stack runs final): name -> (type, label names).
     fn service_families(service: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
-        let path = crate::subject::chapter_dir(1).join(format!(
-            "tests/e2e/snapshots/e2e__metrics__{service}_families.snap"
+        let path = root().join(format!(
+            "final/tests/e2e/snapshots/e2e__metrics__{service}_families.snap"
         ));
         let text =
             fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
