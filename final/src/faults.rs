@@ -123,11 +123,12 @@ impl Fault {
         let in_range = value.is_finite() && (0.0..=self.max()).contains(&value);
         let whole = self != Fault::LostContext || value == 0.0 || value == 1.0;
         if in_range && whole {
-            Ok(value)
+            // -0 is off, and shown as 0.
+            Ok(if value == 0.0 { 0.0 } else { value })
         } else {
             Err(FaultError::BadValue {
                 fault: self,
-                value: value.to_string(),
+                value: value.to_string().chars().take(64).collect(),
             })
         }
     }
@@ -408,6 +409,10 @@ mod tests {
             vec![(Fault::SlowWrites, 200.0), (Fault::ErrorBurst, 0.3)]
         );
         assert_eq!(parse_list("").unwrap(), vec![]);
+        let off = parse_list("slow_writes=-0").unwrap();
+        assert!(off[0].1 == 0.0 && off[0].1.is_sign_positive(), "{off:?}");
+        let huge = parse_list("slow_writes=1e308").unwrap_err().to_string();
+        assert!(huge.len() < 200, "{huge}");
         let refused = [
             ("slow_writes=200,nope=1", "no fault is named \"nope\""),
             ("slow_writes", "expected name=value"),
