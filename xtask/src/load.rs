@@ -255,12 +255,7 @@ pub async fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     if let Some(duration) = args.against_wrk {
         return match &args.start {
             None => {
-                let target = Target {
-                    orders_url: args.url.clone(),
-                    authorization: args.auth.clone(),
-                    products,
-                };
-                check_reachable(&target.orders_url).await?;
+                let target = running_target(args, products).await?;
                 wrk::compare(root, &target, duration).await
             }
             Some(package) => {
@@ -285,12 +280,7 @@ pub async fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
 
     let (mut report, cpu) = match &args.start {
         None => {
-            let target = Target {
-                orders_url: args.url.clone(),
-                authorization: args.auth.clone(),
-                products,
-            };
-            check_reachable(&target.orders_url).await?;
+            let target = running_target(args, products).await?;
             println!(
                 "[load] {} ({} requests) against {}",
                 schedule.describe(),
@@ -330,6 +320,18 @@ pub async fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let path = write_result(&root.join(&args.out), "load", &report.to_json())?;
     println!("[load] result written to {}", path.display());
     Ok(())
+}
+
+/// The gateway of a system already running, at `--url` with `--auth`.
+/// Errors: nothing answers there.
+async fn running_target(args: &Args, products: Vec<String>) -> anyhow::Result<Target> {
+    let target = Target {
+        orders_url: args.url.clone(),
+        authorization: args.auth.clone(),
+        products,
+    };
+    check_reachable(&target.orders_url).await?;
+    Ok(target)
 }
 
 /// Builds `package`, starts it on free ports and returns it with its
