@@ -22,12 +22,13 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
+use serde::Serialize;
 use serde_json::Value;
 use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Dispatch, Event, Subscriber};
+use tracing::{Dispatch, Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::MakeWriter;
@@ -94,13 +95,12 @@ impl<W> JsonLines<W> {
     }
 
     /// The trace and span id of span `id`, from its OpenTelemetry context.
-    fn trace_ids(&self, id: &Id) -> Option<(String, String)> {
+    fn trace_ids(&self, id: &Id) -> Option<(TraceId, SpanId)> {
         let dispatch = self.dispatch.get()?.upgrade()?;
         let context = tracing_opentelemetry::get_otel_context(id, &dispatch)?;
         let span = context.span();
         let ids = span.span_context();
-        ids.is_valid()
-            .then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
+        ids.is_valid().then(|| (ids.trace_id(), ids.span_id()))
     }
 }
 
@@ -152,19 +152,19 @@ where
             .event_span(event)
             .and_then(|span| self.trace_ids(&span.id()));
 
-        let mut timestamp = String::new();
+        let mut timestamp = String::with_capacity(32);
         let _ = SystemTime.format_time(&mut Writer::new(&mut timestamp));
         let metadata = event.metadata();
-        let mut line = String::with_capacity(256);
-        push_entry(&mut line, "timestamp", &Value::from(timestamp));
-        let level = metadata.level().as_str().to_ascii_lowercase();
-        push_entry(&mut line, "level", &Value::from(level));
-        push_entry(&mut line, "service", &Value::from(self.service.as_str()));
-        push_entry(&mut line, "target", &Value::from(metadata.target()));
+        let mut line = Vec::with_capacity(512);
+        push_entry(&mut line, "timestamp", &timestamp);
+        push_entry(&mut line, "level", level_name(metadata.level()));
+        push_entry(&mut line, "service", &self.service);
+        push_entry(&mut line, "target", metadata.target());
         push_entry(&mut line, "message", &message);
         if let Some((trace_id, span_id)) = ids {
-            push_entry(&mut line, "trace_id", &Value::from(trace_id));
-            push_entry(&mut line, "span_id", &Value::from(span_id));
+            // Hexadecimal, as W3C Trace Context writes them.
+            push_entry(&mut line, "trace_id", &format_args!("{trace_id}"));
+            push_entry(&mut line, "span_id", &format_args!("{span_id}"));
         }
         for (name, value) in &fields.0 {
             // `otel.name`, `otel.kind`: what tracing-opentelemetry makes of
@@ -178,19 +178,36 @@ where
                 push_entry(&mut line, name, value);
             }
         }
-        line.push_str("}\n");
+        line.extend_from_slice(b"}\n");
         // One write per line, so lines of concurrent requests never mix.
-        let _ = self.make_writer.make_writer().write_all(line.as_bytes());
+        let _ = self.make_writer.make_writer().write_all(&line);
     }
     // ANCHOR_END: on_event
 }
 
 /// Appends `"key":value` to the JSON object `line` being written.
-fn push_entry(line: &mut String, key: &str, value: &Value) {
-    line.push(if line.is_empty() { '{' } else { ',' });
-    line.push_str(&Value::from(key).to_string());
-    line.push(':');
-    line.push_str(&value.to_string());
+/// `serde_json` escapes both straight into the line: no text is made for
+/// one value and copied after, which was half the cost of a line (the
+/// telemetry floor benchmark, `BENCHMARKS.md`).
+fn push_entry(line: &mut Vec<u8>, key: &str, value: &(impl Serialize + ?Sized)) {
+    line.push(if line.is_empty() { b'{' } else { b',' });
+    // Writing into a `Vec` cannot fail, and every value here is text, a
+    // number or a boolean, which JSON can always hold.
+    let _ = serde_json::to_writer(&mut *line, key);
+    line.push(b':');
+    let _ = serde_json::to_writer(&mut *line, value);
+}
+
+/// The level as a line writes it: `trace`, `debug`, `info`, `warn`,
+/// `error`.
+fn level_name(level: &Level) -> &'static str {
+    match *level {
+        Level::TRACE => "trace",
+        Level::DEBUG => "debug",
+        Level::INFO => "info",
+        Level::WARN => "warn",
+        Level::ERROR => "error",
+    }
 }
 
 /// Fields by name, in the order first seen; a later value replaces an
