@@ -26,7 +26,7 @@
 use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use bytes::Bytes;
@@ -37,6 +37,14 @@ use super::Target;
 
 /// Headers an answer may have; more is an error (the gateway sends five).
 const MAX_HEADERS: usize = 32;
+
+/// How long a connection may stay idle before the client closes it, as
+/// real clients do (reqwest after 90 s, browsers after about a minute).
+/// Without it every connection opened while requests piled up (in a
+/// latency spike, say) stays open to the end of the run, and so does the
+/// server's memory for it: a 10-minute soak of final at 300/s ended with
+/// 215 connections and the gateway 6 MiB up (BENCHMARKS.md).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An HTTP/1.1 client for one gateway's `/orders`.
 pub struct Client {
@@ -51,7 +59,7 @@ pub struct Client {
     timeout: Duration,
     /// Open connections not in use, the last used on top. As many are
     /// opened as requests are in flight at once; each is reused until the
-    /// server closes it.
+    /// server closes it or it has been idle for [`IDLE_TIMEOUT`].
     idle: Mutex<Vec<Connection>>,
 }
 
@@ -159,7 +167,9 @@ impl Client {
     }
 
     /// One request and its answer on `connection`, which goes back on the
-    /// idle stack afterwards unless the server said it closes it.
+    /// idle stack afterwards unless the server said it closes it. The
+    /// connections idle for longer than [`IDLE_TIMEOUT`] are closed then:
+    /// they are at the bottom, since the stack is in the order of use.
     async fn exchange(
         &self,
         mut connection: Connection,
@@ -167,7 +177,15 @@ impl Client {
     ) -> Result<Answer, Failure> {
         let (answer, keep_alive) = connection.exchange(request).await?;
         if keep_alive {
-            self.idle.lock().unwrap().push(connection);
+            let now = Instant::now();
+            connection.idle_since = now;
+            let mut idle = self.idle.lock().unwrap();
+            let expired = idle
+                .iter()
+                .take_while(|old| now.duration_since(old.idle_since) > IDLE_TIMEOUT)
+                .count();
+            idle.drain(..expired);
+            idle.push(connection);
         }
         Ok(answer)
     }
@@ -177,6 +195,8 @@ impl Client {
 struct Connection {
     stream: TcpStream,
     buffer: Vec<u8>,
+    /// When it last went back on the idle stack.
+    idle_since: Instant,
 }
 
 impl Connection {
@@ -190,6 +210,7 @@ impl Connection {
         Ok(Self {
             stream,
             buffer: Vec::with_capacity(1024),
+            idle_since: Instant::now(),
         })
     }
 
@@ -300,6 +321,74 @@ pub fn json_safe(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server on loopback that answers every request on every connection
+    /// with an empty 200, and says how many of its connections the client
+    /// has closed.
+    async fn answering_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (closed, closes) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let closed = closed.clone();
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    while let Ok(1..) = stream.read(&mut buffer).await {
+                        // This client sends a request only once the last
+                        // one is answered, and a GET fits in one read.
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if stream.write_all(answer).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = closed.send(());
+                });
+            }
+        });
+        (address, closes)
+    }
+
+    #[tokio::test]
+    async fn connections_idle_for_longer_than_the_timeout_are_closed() {
+        let (address, mut closes) = answering_server().await;
+        let target = Target {
+            orders_url: format!("http://{address}/orders"),
+            authorization: "Bearer t".to_owned(),
+            products: Vec::new(),
+        };
+        let client = Client::new(&target, Duration::from_secs(5)).unwrap();
+        // Three requests at once open three connections, which then wait
+        // on the idle stack.
+        let (a, b, c) = tokio::join!(
+            client.get_order("1"),
+            client.get_order("2"),
+            client.get_order("3")
+        );
+        for answer in [a, b, c] {
+            assert_eq!(answer.unwrap().status, 200);
+        }
+        // Make them as old as a timeout and then some, rather than wait.
+        {
+            let mut idle = client.idle.lock().unwrap();
+            assert_eq!(idle.len(), 3);
+            let long_ago = Instant::now()
+                .checked_sub(IDLE_TIMEOUT + Duration::from_secs(1))
+                .expect("the clock has run for longer than a timeout");
+            for connection in idle.iter_mut() {
+                connection.idle_since = long_ago;
+            }
+        }
+        // The next request reuses the last one; when it goes back, the two
+        // below it have been idle for longer than the timeout.
+        assert_eq!(client.get_order("4").await.unwrap().status, 200);
+        assert_eq!(client.idle.lock().unwrap().len(), 1);
+        for _ in 0..2 {
+            tokio::time::timeout(Duration::from_secs(5), closes.recv())
+                .await
+                .expect("the server sees two connections closed within 5 s");
+        }
+    }
 
     #[test]
     fn an_answer_is_complete_when_its_head_and_length_are_in() {
