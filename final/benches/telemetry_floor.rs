@@ -503,6 +503,15 @@ fn one_of_each(c: &mut Criterion<ProcessCpu>) {
             })
         })
     });
+    // What each poll of an instrumented future costs: its span entered and
+    // left again. The running system does this about 80 times per order,
+    // six times per span (BENCHMARKS.md, "per poll, not per span").
+    group.bench_function("span entered again", |b| {
+        tracing::dispatcher::with_default(&node.subscriber, || {
+            let span = tracing::info_span!("grpc request");
+            b.iter(|| drop(span.enter()))
+        })
+    });
     group.bench_function("log line", |b| {
         tracing::dispatcher::with_default(&node.subscriber, || {
             let span = tracing::info_span!("grpc request");
