@@ -78,7 +78,10 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: Shutdown) -> an
     let served = shutdown
         .drain(async {
             tokio::try_join!(
-                server::serve_http(api_listener, api_router(state), &shutdown),
+                async {
+                    server::serve_http(api_listener, api_router(state), &shutdown).await;
+                    Ok(())
+                },
                 async { callback.await.map_err(anyhow::Error::from) },
             )
         })

@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
+use orders::http::{self, HEADER_READ_TIMEOUT};
+
 use crate::shutdown::Shutdown;
 
 /// Binds `addr`; `what` names it in the error.
@@ -24,16 +26,10 @@ pub async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves `router` on `listener` until the shutdown is stopping, then
-/// finishes the requests in flight.
-pub async fn serve_http(
-    listener: TcpListener,
-    router: Router,
-    shutdown: &Shutdown,
-) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.stopping())
-        .await
-        .context("serving HTTP")
+/// finishes the requests in flight. A connection that sends no request for
+/// [`HEADER_READ_TIMEOUT`] is closed.
+pub async fn serve_http(listener: TcpListener, router: Router, shutdown: &Shutdown) {
+    http::serve_listener(listener, router, shutdown.stopping(), HEADER_READ_TIMEOUT).await;
 }
 
 /// `listener` as the incoming connections of a tonic server, with
@@ -47,19 +43,19 @@ pub fn grpc_incoming(listener: TcpListener) -> TcpIncoming {
 /// can be scraped while the service drains, and stops last.
 pub struct Admin {
     stop: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<()>,
 }
 
 impl Admin {
     pub fn spawn(listener: TcpListener, router: Router) -> Self {
         let stop = CancellationToken::new();
         let stopped = stop.clone().cancelled_owned();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stopped)
-                .await
-                .context("serving the admin port")
-        });
+        let task = tokio::spawn(http::serve_listener(
+            listener,
+            router,
+            stopped,
+            HEADER_READ_TIMEOUT,
+        ));
         Self { stop, task }
     }
 
@@ -67,10 +63,11 @@ impl Admin {
     /// say) is cut off.
     pub async fn stop(mut self) {
         self.stop.cancel();
-        match tokio::time::timeout(Duration::from_secs(1), &mut self.task).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %format!("{e:#}"), "the admin server failed"),
-            Ok(_) => {}
-            Err(_) => self.task.abort(),
+        if tokio::time::timeout(Duration::from_secs(1), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
         }
     }
 }
