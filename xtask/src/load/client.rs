@@ -40,10 +40,15 @@ const MAX_HEADERS: usize = 32;
 
 /// How long a connection may stay idle before the client closes it, as
 /// real clients do (reqwest after 90 s, browsers after about a minute).
-/// Without it every connection opened while requests piled up (in a
-/// latency spike, say) stays open to the end of the run, and so does the
-/// server's memory for it: a 10-minute soak of final at 300/s ended with
-/// 215 connections and the gateway 6 MiB up (BENCHMARKS.md).
+/// Without it, against a server that keeps idle connections, every
+/// connection opened while requests piled up (in a latency spike, say)
+/// stays open to the end of the run, and so does the server's memory for
+/// it: a 10-minute soak of final at 300/s ended with 215 connections and
+/// the gateway 6 MiB up (BENCHMARKS.md). The services of this repository
+/// now close a connection idle for as long themselves
+/// (`orders::http::HEADER_READ_TIMEOUT`); when one does so just before
+/// the client reuses it, the request goes again on a new connection
+/// ([`Failure::ClosedWhileIdle`]).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An HTTP/1.1 client for one gateway's `/orders`.
